@@ -1,0 +1,76 @@
+"""``commune-agent``: run the agent, check its config, or run one of its subcommands.
+
+    commune-agent [-c FILE] [--web.listen-address HOST:PORT] [--log.level LEVEL]
+    commune-agent --config.check [-c FILE]
+    commune-agent SUBCOMMAND ...      (see SUBCOMMANDS)
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import List, Optional
+
+from agent import __version__
+
+# name -> "module:function"; each function takes argv (the words after the name) and returns an exit code.
+SUBCOMMANDS = {}
+
+ENV_CONFIG = "COMMUNE_AGENT_CONFIG"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="commune-agent",
+        description="commune-monitor agent: host health, probes and SNMP polling; serves /metrics "
+                    "and pushes to the collector.",
+        epilog="Subcommands: " + (", ".join(sorted(SUBCOMMANDS)) or "none") +
+               f". Without -c the agent reads ${ENV_CONFIG} if set, else runs on defaults.")
+    p.add_argument("-c", "--config.file", dest="config", metavar="FILE",
+                   default=os.environ.get(ENV_CONFIG), help="agent YAML config (default: built-in defaults)")
+    p.add_argument("--config.check", dest="check", action="store_true",
+                   help="validate the config, print every error with its path, and exit")
+    p.add_argument("--web.listen-address", dest="listen", metavar="HOST:PORT",
+                   help="address for /metrics (overrides web.listen_address)")
+    p.add_argument("--log.level", dest="log_level", choices=["debug", "info", "warning", "error"],
+                   help="overrides agent.log_level")
+    p.add_argument("--version", action="version", version=f"commune-agent {__version__}")
+    return p
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        module, func = SUBCOMMANDS[argv[0]].split(":")
+        return getattr(importlib.import_module(module), func)(argv[1:])
+    args = parser().parse_args(argv)
+
+    from agent.config import load_config, split_listen_address
+    from agent.schema import ConfigErrors
+
+    try:
+        config = load_config(args.config)
+        if args.listen:
+            split_listen_address(args.listen)
+            config.web.listen_address = args.listen
+            problems = [f"--web.listen-address: {msg}" for _, msg in config.web.validate()]
+            if problems:
+                print("\n".join(problems), file=sys.stderr)
+                return 2
+    except ConfigErrors as exc:
+        for err in exc.errors:
+            print(err, file=sys.stderr)
+        print(f"config check failed: {len(exc.errors)} error(s)", file=sys.stderr)
+        return 1
+    except ValueError as exc:
+        print(f"--web.listen-address: {exc}", file=sys.stderr)
+        return 2
+    if args.check:
+        print(f"config {args.config or '(defaults)'} is valid")
+        return 0
+
+    from agent.app import run_agent, setup_logging
+
+    setup_logging(args.log_level or config.agent.log_level)
+    return run_agent(config, args.listen)

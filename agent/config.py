@@ -1,0 +1,125 @@
+"""The agent's configuration: one YAML file, strict, defaults filled then validated.
+
+The top-level model is assembled from the fixed sections below and one section per input module
+listed in :mod:`agent.inputs` (each module brings its own ``Config`` dataclass). With no file at
+all the defaults apply: the agent monitors this host and pings the default gateway.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import ipaddress
+import os
+import socket
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterator, Literal, Mapping, Optional
+
+from agent import inputs
+from agent.schema import ConfigError, ConfigErrors, Duration, Secret, load_model, load_yaml
+
+DEFAULT_LISTEN = "127.0.0.1:9721"
+
+
+def default_state_dir() -> str:
+    if sys.platform == "win32":
+        return os.path.join(os.environ.get("ProgramData", r"C:\ProgramData"), "commune-monitor", "agent")
+    if os.geteuid() == 0:
+        return "/var/lib/commune-agent"
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "commune-agent")
+
+
+@dataclass
+class AgentSection:
+    # Name of this agent; the collector stamps the name bound to the agent's token instead.
+    id: str = field(default_factory=socket.gethostname)
+    # Where the durable queue and other state live.
+    state_dir: str = field(default_factory=default_state_dir)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Interval of the agent's own health metrics.
+    interval: Duration = Duration(30)
+
+    def validate(self) -> Iterator[tuple]:
+        if not self.id.strip():
+            yield "id", "must not be empty"
+        if self.interval <= 0:
+            yield "interval", "must be greater than 0s"
+
+
+@dataclass
+class WebSection:
+    """``/metrics`` server, configured like the Prometheus exporter-toolkit web config."""
+
+    listen_address: str = DEFAULT_LISTEN
+    # user: bcrypt hash (htpasswd -nBC 10 user). Required, or TLS, to listen beyond loopback.
+    basic_auth_users: Dict[str, Secret] = field(default_factory=dict)
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+
+    def validate(self) -> Iterator[tuple]:
+        try:
+            host, _port = split_listen_address(self.listen_address)
+        except ValueError as exc:
+            yield "listen_address", str(exc)
+            return
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            yield "tls_key_file" if self.tls_cert_file else "tls_cert_file", \
+                "tls_cert_file and tls_key_file must be set together"
+        for key in ("tls_cert_file", "tls_key_file"):
+            path = getattr(self, key)
+            if path and not os.path.isfile(path):
+                yield key, f"file {path} does not exist"
+        for user, hashed in self.basic_auth_users.items():
+            if not hashed.reveal().startswith(("$2a$", "$2b$", "$2y$")):
+                yield f"basic_auth_users.{user}", "expected a bcrypt hash (htpasswd -nBC 10 USER)"
+        if not is_loopback(host) and not (self.basic_auth_users or self.tls_cert_file):
+            yield "listen_address", (f"{self.listen_address} is reachable from the network: configure "
+                                     "basic_auth_users and/or tls_cert_file, or listen on 127.0.0.1")
+
+
+def split_listen_address(addr: str) -> "tuple[str, int]":
+    host, sep, port = addr.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected host:port like 127.0.0.1:9721, got {addr!r}")
+    return host.strip("[]"), int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost",):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+_FIXED = (("agent", AgentSection), ("web", WebSection))
+
+
+@functools.lru_cache(maxsize=1)
+def config_class() -> type:
+    """The top-level model: fixed sections, then one per input module, then extra sections."""
+    fields = [(name, cls, field(default_factory=cls)) for name, cls in _FIXED]
+    for name, cls in inputs.sections():
+        fields.append((name, cls, field(default_factory=cls)))
+    return dataclasses.make_dataclass("Config", fields)
+
+
+def load_config(path: Optional[str] = None, environ: Optional[Mapping[str, str]] = None):
+    """Load and validate the config file (or the defaults when ``path`` is None).
+
+    Raises :class:`ConfigErrors` listing every problem with its path and line.
+    """
+    cls = config_class()
+    if path is None:
+        return load_model(cls, {}, environ=environ)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigErrors([ConfigError("", f"cannot read config file: {exc.strerror}", None, path)]) from None
+    data, lines = load_yaml(text, path)
+    if data is not None and not isinstance(data, dict):
+        raise ConfigErrors([ConfigError("", "expected a mapping of sections at the top level", 1, path)])
+    return load_model(cls, data, file=path, lines=lines, environ=environ)

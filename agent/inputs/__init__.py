@@ -1,0 +1,35 @@
+"""The one place where input modules are listed (explicit, in config-file order).
+
+Each module defines ``NAME``, a ``Config`` dataclass deriving from
+:class:`agent.inputs.base.InputSection`, and ``build(section, config) -> list`` of inputs;
+see :mod:`agent.inputs.base`. Modules that bring a config section but are not inputs (the push
+queue, for example) are listed in ``SECTIONS`` and define ``NAME`` and ``Config`` only.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import List, Tuple
+
+INPUTS: Tuple[str, ...] = (
+    "agent.inputs.host",
+)
+
+SECTIONS: Tuple[str, ...] = ()
+
+
+def _modules(names):
+    return [importlib.import_module(n) for n in names]
+
+
+def sections() -> List[tuple]:
+    return [(m.NAME, m.Config) for m in _modules(INPUTS + SECTIONS)]
+
+
+def build_all(config) -> list:
+    """Every input of every enabled section, built from the loaded config."""
+    built = []
+    for mod in _modules(INPUTS):
+        section = getattr(config, mod.NAME)
+        if section.enabled:
+            built.extend(mod.build(section, config))
+    return built

@@ -1,0 +1,147 @@
+"""The runner: one asyncio loop, each input on its own interval with a deadline.
+
+The runner owns timing and success. A hanging input is cut at its deadline, a crashing one is
+logged; neither delays the others. Plain (blocking) ``collect`` functions run in worker threads;
+since a thread cannot be killed, a blocking input whose previous collection is still running is
+not started again (that cycle counts as a failure) so hung threads never pile up.
+
+After every collection the runner records ``commune_agent_input_duration_seconds`` and
+``commune_agent_input_success``, keeps the input's latest samples for ``/metrics`` and hands the
+timestamped :class:`~agent.samples.Batch` to every sink (the durable push queue).
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import logging
+import threading
+import time
+from typing import Callable, Dict, Iterable, List, Optional, Sequence
+
+from agent.samples import Batch, Sample, sample
+
+log = logging.getLogger(__name__)
+
+Sink = Callable[[Batch], None]
+
+
+class _State:
+    __slots__ = ("samples", "duration", "success", "started", "pending")
+
+    def __init__(self) -> None:
+        self.samples: List[Sample] = []
+        self.duration = 0.0
+        self.success = 0
+        self.started = 0.0
+        self.pending: Optional[concurrent.futures.Future] = None
+
+
+class Runner:
+    def __init__(self, inputs: Sequence, sinks: Iterable[Sink] = (), clock: Callable[[], float] = time.time,
+                 max_threads: int = 8):
+        names = [i.name for i in inputs]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"two inputs share the name {sorted(dupes)[0]!r}")
+        self.inputs = list(inputs)
+        self.sinks = list(sinks)
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._state: Dict[str, _State] = {i.name: _State() for i in self.inputs}
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=max_threads, thread_name_prefix="collect")
+        self._stop: Optional[asyncio.Event] = None
+
+    # ------------------------------------------------------------ public
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run every input until ``stop`` is set; returns once all loops ended."""
+        self._stop = stop
+        tasks = [asyncio.ensure_future(self._loop(i, stop)) for i in self.inputs]
+        try:
+            await stop.wait()
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def collect_once(self, inp) -> Batch:
+        """Collect one input now (used by the loops and by tests)."""
+        state = self._state[inp.name]
+        started = self.clock()
+        t0 = time.perf_counter()
+        samples: List[Sample] = []
+        ok = 0
+        try:
+            samples = list(await asyncio.wait_for(self._call(inp, state), inp.timeout) or ())
+            ok = 1
+        except asyncio.TimeoutError:
+            log.warning("input %s: collection exceeded its %gs deadline", inp.name, inp.timeout)
+        except _StillRunning:
+            log.warning("input %s: previous collection still running; skipped this cycle", inp.name)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # an input bug must not stop the others
+            log.error("input %s failed: %s", inp.name, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+        duration = time.perf_counter() - t0
+        own = [
+            sample("commune_agent_input_duration_seconds", duration, input=inp.name),
+            sample("commune_agent_input_success", ok, input=inp.name),
+            sample("commune_agent_input_last_run_timestamp_seconds", round(started, 3), input=inp.name),
+        ]
+        with self._lock:
+            state.samples = samples
+            state.duration, state.success, state.started = duration, ok, started
+        batch = Batch(inp.name, int(started * 1000), samples + own)
+        for sink in self.sinks:
+            try:
+                sink(batch)
+            except Exception as exc:
+                log.error("sink %r failed for input %s: %s", sink, inp.name, exc)
+        return batch
+
+    def snapshot(self) -> List[Sample]:
+        """The latest samples of every input plus the runner's own, for /metrics (thread-safe)."""
+        out: List[Sample] = []
+        with self._lock:
+            for name, st in self._state.items():
+                out.extend(st.samples)
+                if st.started:
+                    out.append(sample("commune_agent_input_duration_seconds", st.duration, input=name))
+                    out.append(sample("commune_agent_input_success", st.success, input=name))
+                    out.append(sample("commune_agent_input_last_run_timestamp_seconds",
+                                      round(st.started, 3), input=name))
+        return out
+
+    # ------------------------------------------------------------ internals
+
+    async def _call(self, inp, state: _State):
+        fn = inp.collect
+        if inspect.iscoroutinefunction(fn):
+            return await fn()
+        if state.pending is not None and not state.pending.done():
+            raise _StillRunning()
+        fut = self._executor.submit(lambda: list(fn() or ()))
+        state.pending = fut
+        return await asyncio.wrap_future(fut)
+
+    async def _loop(self, inp, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while not stop.is_set():
+            await self.collect_once(inp)
+            next_at += inp.interval
+            now = loop.time()
+            if next_at < now:  # the collection overran: skip the missed slots, keep the phase
+                missed = int((now - next_at) // inp.interval) + 1
+                next_at += missed * inp.interval
+            try:
+                await asyncio.wait_for(stop.wait(), next_at - now)
+            except asyncio.TimeoutError:
+                pass
+
+
+class _StillRunning(Exception):
+    pass
