@@ -14,6 +14,7 @@ Supported field types: ``str``, ``int``, ``float``, ``bool``, :class:`Duration`,
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import re
 import typing
@@ -169,7 +170,8 @@ def load_yaml(text: str, filename: str = "<config>") -> Tuple[Any, Dict[str, int
         return _convert(node, "", lines, constructor), lines
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
-        raise ConfigErrors([ConfigError("", f"invalid YAML: {exc}", mark.line + 1 if mark else None,
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigErrors([ConfigError("", f"invalid YAML: {problem}", mark.line + 1 if mark else None,
                                         filename)]) from None
 
 
@@ -391,8 +393,9 @@ def _load_dataclass(cls: type, value: Any, path: str, ctx: _Ctx) -> Any:
     for key, raw in value.items():
         name = aliases.get(key) if isinstance(key, str) else None
         if name is None:
-            known = ", ".join(sorted(aliases))
-            ctx.error(join_path(path, key), f"unknown field {key!r} (known fields: {known})")
+            close = difflib.get_close_matches(str(key), list(aliases), n=1, cutoff=0.75)
+            hint = f"did you mean {close[0]!r}?" if close else f"known fields: {', '.join(sorted(aliases))}"
+            ctx.error(join_path(path, key), f"unknown field {key!r} ({hint})")
             ok = False
             continue
         loaded = _load(hints[name], raw, join_path(path, key), ctx)
