@@ -21,6 +21,22 @@ SHARED_FIXTURES = SHARED / "fixtures"
 LOCAL_FIXTURES = Path(__file__).resolve().parent / "fixtures"
 VENV_BIN = Path(sys.executable).parent
 
+# metric name -> label names seen, over the whole test run (see tests/conftest.py)
+EMITTED: dict = {}
+
+
+def record_exposition(text: str) -> str:
+    """Note every metric in a /metrics text (from a subprocess or server) as emitted; returns text."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            name = s.name
+            if fam.type == "counter" and name.endswith("_created"):
+                continue
+            EMITTED.setdefault(name, set()).update(s.labels)
+    return text
+
 
 def shared_fixture(*parts: str) -> Path:
     """A file under ../shared/fixtures, or skip with the reason when shared/ is absent."""
