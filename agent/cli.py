@@ -15,7 +15,9 @@ from typing import List, Optional
 from agent import __version__
 
 # name -> "module:function"; each function takes argv (the words after the name) and returns an exit code.
-SUBCOMMANDS = {}
+SUBCOMMANDS = {
+    "service": "agent.winservice:main",
+}
 
 ENV_CONFIG = "COMMUNE_AGENT_CONFIG"
 
