@@ -1,0 +1,235 @@
+"""The collector's configuration: one strict YAML file (``config/collector.example.yaml``).
+
+Built on :mod:`agent.schema`: unknown keys are errors, defaults are filled, durations and sizes
+converted, secrets never print, and every problem is reported with its path and line.
+"""
+from __future__ import annotations
+
+import os
+import re
+import urllib.parse
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterator, List, Literal, Mapping, Optional
+
+from agent.config import is_loopback, split_listen_address
+from agent.schema import ConfigError, ConfigErrors, Duration, Secret, Size, load_model, load_yaml
+
+DEFAULT_LISTEN = "127.0.0.1:9722"
+DEFAULT_STATE_DIR = "/var/lib/commune-collector"
+_LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+
+def _check_tls_pair(cert: str, key: str) -> Iterator[tuple]:
+    if bool(cert) != bool(key):
+        yield ("tls_key_file" if cert else "tls_cert_file"), "tls_cert_file and tls_key_file must be set together"
+    for name, path in (("tls_cert_file", cert), ("tls_key_file", key)):
+        if path and not os.path.isfile(path):
+            yield name, f"file {path} does not exist"
+
+
+@dataclass
+class WebSection:
+    """Where agents and Prometheus reach the collector."""
+
+    listen_address: str = DEFAULT_LISTEN
+    # TLS for everything served (agents push over the Internet: use it, or a TLS-terminating proxy).
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    # Plain HTTP on a non-loopback address is refused unless this says a proxy terminates TLS.
+    behind_tls_proxy: bool = False
+    # user: bcrypt hash; protects /metrics and /api/v1/sd (not the agents' write and enroll).
+    basic_auth_users: Dict[str, Secret] = field(default_factory=dict)
+
+    def validate(self) -> Iterator[tuple]:
+        try:
+            host, _port = split_listen_address(self.listen_address)
+        except ValueError as exc:
+            yield "listen_address", str(exc)
+            return
+        yield from _check_tls_pair(self.tls_cert_file, self.tls_key_file)
+        for user, hashed in self.basic_auth_users.items():
+            if not hashed.reveal().startswith(("$2a$", "$2b$", "$2y$")):
+                yield f"basic_auth_users.{user}", "expected a bcrypt hash (htpasswd -nBC 10 USER)"
+        if not is_loopback(host) and not self.tls_cert_file and not self.behind_tls_proxy:
+            yield "listen_address", (f"{self.listen_address} is reachable from the network without TLS: set "
+                                     "tls_cert_file and tls_key_file, or behind_tls_proxy: true, or listen "
+                                     "on 127.0.0.1")
+
+
+@dataclass
+class BasicAuth:
+    username: str
+    password: Secret
+
+    def validate(self) -> Iterator[tuple]:
+        if not self.username:
+            yield "username", "must not be empty"
+
+
+@dataclass
+class Upstream:
+    """One remote-write receiver every accepted request is forwarded to."""
+
+    # e.g. http://127.0.0.1:9090/api/v1/write (Prometheus with --web.enable-remote-write-receiver)
+    # or http://127.0.0.1:8428/api/v1/write (VictoriaMetrics).
+    url: str
+    # Label value in the collector's own metrics; default: host:port of the URL.
+    name: str = ""
+    timeout: Duration = Duration(30)
+    bearer_token: Optional[Secret] = None
+    basic_auth: Optional[BasicAuth] = None
+    # CA bundle to verify an https upstream; empty: the system's.
+    tls_ca_file: str = ""
+    tls_insecure_skip_verify: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            parsed = urllib.parse.urlsplit(self.url)
+            self.name = parsed.netloc or self.url
+
+    def validate(self) -> Iterator[tuple]:
+        parsed = urllib.parse.urlsplit(self.url)
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            yield "url", f"expected an http:// or https:// URL, got {self.url!r}"
+            return
+        if parsed.username or parsed.password:
+            yield "url", "credentials in the URL would show in logs and metrics: use basic_auth or bearer_token"
+        try:
+            parsed.port
+        except ValueError:
+            yield "url", f"bad port in {self.url!r}"
+        if self.timeout <= 0:
+            yield "timeout", "must be greater than 0s"
+        if self.bearer_token is not None and self.basic_auth is not None:
+            yield "bearer_token", "bearer_token and basic_auth are mutually exclusive"
+        if self.tls_ca_file and not os.path.isfile(self.tls_ca_file):
+            yield "tls_ca_file", f"file {self.tls_ca_file} does not exist"
+
+
+@dataclass
+class Limits:
+    """What one write request may carry; beyond it the request is refused and the agent told why."""
+
+    # Compressed body; larger answers 413.
+    max_body_size: Size = Size(4 * 10**6)
+    # Body after snappy decompression; a larger announced size answers 413 before inflating.
+    max_decoded_size: Size = Size(32 * 10**6)
+    max_series_per_request: int = 10000
+    max_samples_per_request: int = 50000
+    # Labels the agent sends per series, __name__ included (commune and agent are not counted).
+    max_labels_per_series: int = 40
+    max_label_name_length: int = 128
+    max_label_value_length: int = 1024
+    # Write requests handled at once; more answer 429 so the agents back off and retry.
+    max_concurrent_requests: int = 64
+
+    def validate(self) -> Iterator[tuple]:
+        for name in ("max_body_size", "max_decoded_size", "max_series_per_request", "max_samples_per_request",
+                     "max_labels_per_series", "max_label_name_length", "max_label_value_length",
+                     "max_concurrent_requests"):
+            if getattr(self, name) <= 0:
+                yield name, "must be greater than 0"
+        if 0 < self.max_decoded_size < self.max_body_size:
+            yield "max_decoded_size", "must not be smaller than max_body_size"
+
+
+@dataclass
+class StateSection:
+    # Directory of tokens.json: agent token hashes and enrollment key hashes (never the secrets).
+    dir: str = DEFAULT_STATE_DIR
+
+
+@dataclass
+class EnrollmentSection:
+    # Whether POST /api/v1/enroll trades one-time keys (commune-collector enroll-key create) for tokens.
+    enabled: bool = True
+
+
+@dataclass
+class HttpSdSection:
+    """``GET /api/v1/sd``: agents in pull mode as Prometheus http_sd targets."""
+
+    enabled: bool = True
+    # __scheme__ of the targets: how Prometheus reaches the agents' /metrics.
+    scheme: Literal["http", "https"] = "http"
+    # Extra labels on every target (commune and agent are always set).
+    labels: Dict[str, str] = field(default_factory=dict)
+
+    def validate(self) -> Iterator[tuple]:
+        for name in self.labels:
+            if not _LABEL_NAME_RE.match(name) or name.startswith("__"):
+                yield f"labels.{name}", "invalid label name (letters, digits and _, not starting with __)"
+            elif name in ("commune", "agent"):
+                yield f"labels.{name}", "commune and agent are set from each agent's token"
+
+
+@dataclass
+class CollectorConfig:
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    web: WebSection = field(default_factory=WebSection)
+    upstreams: List[Upstream] = field(default_factory=list)
+    # How often each upstream is sent an empty write request to check it answers (0s: never);
+    # /-/ready fails while an upstream does not.
+    upstream_check_interval: Duration = Duration(15)
+    limits: Limits = field(default_factory=Limits)
+    state: StateSection = field(default_factory=StateSection)
+    enrollment: EnrollmentSection = field(default_factory=EnrollmentSection)
+    http_sd: HttpSdSection = field(default_factory=HttpSdSection)
+    # Fleet inventory (config/fleet.example.yaml) served as info metrics on /metrics; empty: none.
+    fleet_file: str = ""
+
+    def validate(self) -> Iterator[tuple]:
+        if not self.upstreams:
+            yield "upstreams", "at least one upstream remote-write URL is required"
+        seen: Dict[str, int] = {}
+        for i, up in enumerate(self.upstreams):
+            if up.name in seen:
+                yield f"upstreams[{i}].name", f"duplicate upstream name {up.name!r} (first at upstreams[{seen[up.name]}])"
+            else:
+                seen[up.name] = i
+        if self.fleet_file and not os.path.isfile(self.fleet_file):
+            yield "fleet_file", f"file {self.fleet_file} does not exist"
+
+
+def check_listen_override(config: CollectorConfig, address: str) -> Optional[str]:
+    """The problem with ``--web.listen-address ADDRESS`` for this config, or None."""
+    old = config.web.listen_address
+    config.web.listen_address = address
+    try:
+        problems = [msg for path, msg in config.web.validate() if path == "listen_address"]
+    finally:
+        config.web.listen_address = old
+    return problems[0] if problems else None
+
+
+def load_config(path: str, environ: Optional[Mapping[str, str]] = None) -> CollectorConfig:
+    """Load and validate the collector config; raise :class:`ConfigErrors` listing every problem.
+
+    The fleet file named by ``fleet_file`` is loaded too, and its errors are reported with its name.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigErrors([ConfigError("", f"cannot read config file: {exc.strerror}", None, path)]) from None
+    return parse_config(text, path, environ)
+
+
+def parse_config(text: str, filename: str = "collector.yaml",
+                 environ: Optional[Mapping[str, str]] = None) -> CollectorConfig:
+    data, lines = load_yaml(text, filename)
+    if data is not None and not isinstance(data, dict):
+        raise ConfigErrors([ConfigError("", "expected a mapping of sections at the top level", 1, filename)])
+    config = load_model(CollectorConfig, data, file=filename, lines=lines, environ=environ)
+    if config.fleet_file:
+        load_fleet_file(config.fleet_file)
+    return config
+
+
+def load_fleet_file(path: str):
+    """The fleet inventory (collector.fleet) or None when that module is not installed."""
+    try:
+        from collector import fleet
+    except ImportError:
+        return None
+    return fleet.load_fleet(path)

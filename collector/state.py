@@ -1,0 +1,244 @@
+"""Agent tokens and enrollment keys, kept hashed in ``<state dir>/tokens.json``.
+
+A token is 256 random bits (``cmt_`` + URL-safe base64); an enrollment key likewise (``cme_``).
+Only their SHA-256 is stored: a high-entropy secret needs no slow hash, and a leaked state file
+yields no usable credential. Lookups hash the presented secret, find the record by digest and
+compare digests with :func:`hmac.compare_digest`.
+
+The file is rewritten atomically (temporary file, fsync, rename) under an exclusive ``flock`` on
+``tokens.lock``, so the running collector (enrollment) and ``commune-collector token ...`` can
+change it at the same time. The collector re-reads the file when its modification changes.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import tempfile
+import time
+from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
+
+try:
+    import fcntl
+except ImportError:  # Windows: the collector runs on Linux; CLI edits there are not locked
+    fcntl = None
+
+STATE_FILE = "tokens.json"
+LOCK_FILE = "tokens.lock"
+TOKEN_PREFIX = "cmt_"
+ENROLL_PREFIX = "cme_"
+
+_COMMUNE_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+_AGENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+_NAME_RULES = {
+    "commune": (_COMMUNE_RE, "1-63 lowercase letters, digits, '.', '_' or '-', starting with a letter or digit"),
+    "agent": (_AGENT_RE, "1-63 letters, digits, '.', '_' or '-', starting with a letter or digit"),
+}
+
+
+class StateError(Exception):
+    """A token or key operation that cannot be done; the message says why."""
+
+
+class Identity(NamedTuple):
+    """Who a valid token belongs to: the labels stamped on everything it writes."""
+
+    token_id: str
+    commune: str
+    agent: str
+
+
+def check_name(kind: str, value: str) -> str:
+    """``value`` if it is a valid commune code / agent name; StateError otherwise."""
+    regex, rule = _NAME_RULES[kind]
+    if not isinstance(value, str) or not regex.match(value):
+        raise StateError(f"invalid {kind} {value!r}: {rule}")
+    return value
+
+
+def check_address(value: str) -> str:
+    """A pull address ``host:port`` for http_sd."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or any(c.isspace() for c in value):
+        raise StateError(f"invalid pull address {value!r}: expected host:port like 10.1.2.3:9721")
+    return value
+
+
+def digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _new_id(prefix: str) -> str:
+    return prefix + secrets.token_hex(5)
+
+
+class Store:
+    """The token and enrollment-key file of one state directory."""
+
+    def __init__(self, directory: str, clock=time.time):
+        self.dir = directory
+        self.path = os.path.join(directory, STATE_FILE)
+        self.clock = clock
+        self._cache_key: Optional[Tuple[int, int, int]] = None
+        self._by_digest: Dict[str, dict] = {}
+        self._data: dict = {"version": 1, "tokens": [], "enroll_keys": []}
+
+    # ------------------------------------------------------------ file handling
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        with open(os.path.join(self.dir, LOCK_FILE), "a") as lock:
+            if fcntl is not None:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                if fcntl is not None:
+                    fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _read(self) -> dict:
+        try:
+            with open(self.path, encoding="utf-8") as fh:
+                data = json.load(fh)
+        except FileNotFoundError:
+            return {"version": 1, "tokens": [], "enroll_keys": []}
+        except (OSError, ValueError) as exc:
+            raise StateError(f"cannot read {self.path}: {exc}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("tokens"), list):
+            raise StateError(f"cannot read {self.path}: not a commune-collector state file")
+        data.setdefault("enroll_keys", [])
+        return data
+
+    def _write(self, data: dict) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=".tokens.", dir=self.dir)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(data, fh, indent=1, sort_keys=True)
+                fh.write("\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        self._cache_key = None
+
+    def refresh(self) -> None:
+        """Re-read the file if it changed since the last read (cheap: one stat)."""
+        try:
+            st = os.stat(self.path)
+            key = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except FileNotFoundError:
+            key = (0, 0, 0)
+        if key == self._cache_key:
+            return
+        data = self._read()
+        self._data = data
+        self._by_digest = {t["sha256"]: t for t in data["tokens"] if not t.get("revoked")}
+        self._cache_key = key
+
+    # ------------------------------------------------------------ tokens
+
+    def authenticate(self, token: str) -> Optional[Identity]:
+        """The identity of a valid (not revoked) token, else None."""
+        if not token:
+            return None
+        self.refresh()
+        wanted = digest(token)
+        record = self._by_digest.get(wanted)
+        if record is None or not hmac.compare_digest(record["sha256"], wanted):
+            return None
+        return Identity(record["id"], record["commune"], record["agent"])
+
+    def active_tokens(self) -> List[dict]:
+        self.refresh()
+        return [dict(t) for t in self._data["tokens"] if not t.get("revoked")]
+
+    def add_token(self, commune: str, agent: str, pull_address: str = "", source: str = "cli") -> Tuple[dict, str]:
+        """Create a token; returns (record without the secret, the secret shown once)."""
+        check_name("commune", commune)
+        check_name("agent", agent)
+        if pull_address:
+            check_address(pull_address)
+        with self._locked():
+            data = self._read()
+            record, token = self._new_token(data, commune, agent, pull_address, source)
+            self._write(data)
+        return _public(record), token
+
+    def _new_token(self, data: dict, commune: str, agent: str, pull_address: str, source: str) -> Tuple[dict, str]:
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        record = {"id": _new_id("t-"), "sha256": digest(token), "commune": commune, "agent": agent,
+                  "created": self.clock(), "revoked": None, "pull_address": pull_address or "",
+                  "source": source}
+        data["tokens"].append(record)
+        return record, token
+
+    def list_tokens(self, include_revoked: bool = False) -> List[dict]:
+        data = self._read()
+        return [_public(t) for t in data["tokens"] if include_revoked or not t.get("revoked")]
+
+    def revoke_token(self, token_id: str) -> dict:
+        with self._locked():
+            data = self._read()
+            for t in data["tokens"]:
+                if t["id"] == token_id:
+                    if t.get("revoked"):
+                        raise StateError(f"token {token_id} is already revoked")
+                    t["revoked"] = self.clock()
+                    self._write(data)
+                    return _public(t)
+        raise StateError(f"no token with id {token_id!r} (see: commune-collector token list)")
+
+    # ------------------------------------------------------------ enrollment keys
+
+    def add_enroll_key(self, commune: str, ttl: float) -> Tuple[dict, str]:
+        check_name("commune", commune)
+        key = ENROLL_PREFIX + secrets.token_urlsafe(32)
+        now = self.clock()
+        record = {"id": _new_id("k-"), "sha256": digest(key), "commune": commune, "created": now,
+                  "expires": now + ttl, "used": None, "used_by": None}
+        with self._locked():
+            data = self._read()
+            data["enroll_keys"].append(record)
+            self._write(data)
+        return _public(record), key
+
+    def list_enroll_keys(self) -> List[dict]:
+        return [_public(k) for k in self._read()["enroll_keys"]]
+
+    def enroll(self, key: str, agent: str, pull_address: str = "") -> Tuple[dict, str]:
+        """Trade a valid, unused, unexpired key for a new token of ``agent`` in the key's commune.
+
+        The key is spent in the same locked write that stores the token. Raises StateError
+        (one message for unknown, used and expired keys: nothing to learn by guessing).
+        """
+        check_name("agent", agent)
+        if pull_address:
+            check_address(pull_address)
+        wanted = digest(key)
+        with self._locked():
+            data = self._read()
+            now = self.clock()
+            found = None
+            for k in data["enroll_keys"]:
+                if hmac.compare_digest(k["sha256"], wanted):
+                    found = k
+            if found is None or found.get("used") or found["expires"] <= now:
+                raise StateError("enrollment key is unknown, already used or expired")
+            found["used"] = now
+            found["used_by"] = agent
+            record, token = self._new_token(data, found["commune"], agent, pull_address, f"enroll:{found['id']}")
+            self._write(data)
+        return _public(record), token
+
+
+def _public(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k != "sha256"}
