@@ -145,3 +145,21 @@ def test_a_failing_sink_does_not_stop_collection():
 def test_duplicate_input_names_are_refused():
     with pytest.raises(ValueError, match="two inputs share the name 'healthy'"):
         Runner([Counting(), Counting()])
+
+
+def test_self_input_reports_build_memory_and_cpu():
+    import os
+    import platform
+
+    import psutil
+
+    from agent import __version__
+    from agent.selfmetrics import SelfInput
+
+    got = {s.name: s for s in SelfInput(30).collect()}
+    assert got["commune_agent_build_info"].labels == {
+        "version": __version__, "python_version": platform.python_version(), "os": platform.system().lower()}
+    rss = psutil.Process(os.getpid()).memory_info().rss
+    assert abs(got["process_resident_memory_bytes"].value - rss) < 50 * 2**20
+    assert got["process_cpu_seconds_total"].value > 0
+    assert got["process_start_time_seconds"].value == pytest.approx(psutil.Process().create_time())
