@@ -29,6 +29,7 @@ SUBCOMMANDS = {
     "serve": "collector.cli:serve_main",
     "token": "collector.cli:token_main",
     "enroll-key": "collector.cli:enroll_key_main",
+    "dashboards": "dashboards.__main__:main",
 }
 
 
