@@ -12,8 +12,12 @@ class Sample(NamedTuple):
     value: float
 
 
-def sample(name: str, value: float, **labels: object) -> Sample:
-    """Shorthand: ``sample("node_load1", 0.5)``; label values are turned into strings."""
+def sample(name: str, value: float, /, **labels: object) -> Sample:
+    """Shorthand: ``sample("node_load1", 0.5)``; label values are turned into strings.
+
+    ``name`` and ``value`` are positional-only so that a label may itself be called ``name``
+    (``commune_process_up{name}``) or ``value``.
+    """
     return Sample(name, {k: str(v) for k, v in labels.items()}, float(value))
 
 

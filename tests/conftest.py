@@ -14,7 +14,7 @@ from tests import support
 _original_sample = agent.samples.sample
 
 
-def _recording_sample(name, value, **labels):
+def _recording_sample(name, value, /, **labels):
     support.EMITTED.setdefault(name, set()).update(labels)
     return _original_sample(name, value, **labels)
 
