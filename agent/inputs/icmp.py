@@ -1,0 +1,463 @@
+"""ICMP echo probes with icmplib: RTT, jitter and packet loss per target, the gateway found itself.
+
+This is the only module of the project that imports icmplib (inside functions, not at the top).
+
+A probe of a target sends ``count`` echo requests at a fixed cadence of ``echo_interval`` (like
+``ping -i``), each waiting at most ``echo_timeout`` for its reply, so a probe never lasts longer
+than ``(count - 1) * echo_interval + echo_timeout``. From the replies it reports the shortest,
+mean and longest round-trip time, the jitter as the population standard deviation of the
+round-trip times (what ``ping`` prints as ``mdev``), and the share of requests without a reply.
+
+Every target has a ``hop`` label (``gateway``, ``isp``, ``upstream``, ``service``) so that rules
+can tell where a fault sits. With ``gateway: true`` (the default, also with no config file) the
+default gateway of each address family is looked up before every probe round (Linux: ``/proc``;
+Windows: ``route print``, re-read every five minutes or when the gateway stopped answering) and
+probed as target ``gateway`` (IPv4) / ``gateway-ipv6`` with hop ``gateway``.
+
+Sockets: unprivileged ICMP datagram sockets where the OS allows them (Linux with
+``net.ipv4.ping_group_range`` covering the agent's group), raw sockets when privileged
+(root, CAP_NET_RAW, Windows services). ``privileged: auto`` tries the first, then the second, and
+the agent refuses to start with the fix spelled out when neither works.
+
+Run once by hand (prints the samples in the exposition format)::
+
+    python -m agent.inputs.icmp [-c agent.yaml]
+"""
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import itertools
+import logging
+import os
+import random
+import re
+import select
+import socket
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterator, List, Literal, NamedTuple, Optional, Tuple
+
+from agent.inputs import gateway as gateway_mod
+from agent.inputs.base import InputSection
+from agent.samples import Sample, sample
+from agent.schema import ConfigError, ConfigErrors, Duration
+
+NAME = "icmp"
+MODULE = "icmp"  # the module label of probe_success, shared with the http/tcp/dns probers
+
+Hop = Literal["gateway", "isp", "upstream", "service"]
+
+GATEWAY_TARGETS = {4: "gateway", 6: "gateway-ipv6"}
+# Replies are read into 1024-byte buffers (icmplib): IPv4 header 20 + ICMP header 8 + payload.
+MAX_PAYLOAD = 996
+WINDOWS_GATEWAY_TTL = 300.0
+
+log = logging.getLogger(__name__)
+
+_HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?\.?)+$")
+_LABEL_VALUE_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return False
+
+
+@dataclass
+class Target:
+    # Value of the target label; unique within the icmp section.
+    name: str
+    # IPv4 or IPv6 address (fe80::1%eth0 for link-local) or a host name (resolved every probe,
+    # IPv4 first).
+    address: str
+    # Where the target sits: gateway (the office router), isp (the provider's first hop or DNS),
+    # upstream (beyond the ISP, e.g. the province data center), service (a server staff use).
+    hop: Hop
+
+    def validate(self) -> Iterator[tuple]:
+        if not _LABEL_VALUE_RE.match(self.name):
+            yield "name", (f"must be 1-64 letters, digits or _ . : - (it becomes the target label), "
+                           f"got {self.name!r}")
+        if not (_is_ip(self.address) or _HOSTNAME_RE.match(self.address)):
+            yield "address", f"expected an IP address or a host name, got {self.address!r}"
+
+
+@dataclass
+class Config(InputSection):
+    interval: Duration = Duration(30)
+    timeout: Duration = Duration(10)
+    # Probe the default gateway of each address family (found automatically) with hop="gateway".
+    gateway: bool = True
+    # Echo requests per probe of each target.
+    count: int = 5
+    # Time between two echo requests of one probe.
+    echo_interval: Duration = Duration(1)
+    # How long each echo request waits for its reply before it counts as lost.
+    echo_timeout: Duration = Duration(2)
+    # Bytes of payload in each echo request (0 to 996).
+    payload_size: int = 56
+    # auto: unprivileged ICMP sockets if the OS allows them, else raw sockets;
+    # true: raw sockets only (root / CAP_NET_RAW); false: unprivileged sockets only.
+    privileged: Literal["auto", "true", "false"] = "auto"
+    targets: List[Target] = field(default_factory=list)
+
+    def validate(self) -> Iterator[tuple]:
+        yield from super().validate()
+        if self.count < 1:
+            yield "count", f"must be at least 1, got {self.count}"
+        if self.echo_interval <= 0:
+            yield "echo_interval", "must be greater than 0s"
+        if self.echo_timeout <= 0:
+            yield "echo_timeout", "must be greater than 0s"
+        if not 0 <= self.payload_size <= MAX_PAYLOAD:
+            yield "payload_size", f"must be between 0 and {MAX_PAYLOAD} bytes, got {self.payload_size}"
+        if self.count >= 1 and self.echo_interval > 0 and self.echo_timeout > 0:
+            longest = (self.count - 1) * self.echo_interval + self.echo_timeout
+            if self.timeout <= longest:
+                yield "timeout", (f"must be longer than the longest probe, (count - 1) x echo_interval + "
+                                  f"echo_timeout = {self.count - 1} x {self.echo_interval:g}s + "
+                                  f"{self.echo_timeout:g}s = {longest:g}s, got {self.timeout:g}s")
+        seen: Dict[str, int] = {}
+        reserved = set(GATEWAY_TARGETS.values()) if self.gateway else set()
+        for i, t in enumerate(self.targets):
+            if t.name in seen:
+                yield f"targets[{i}].name", f"{t.name!r} is already the name of targets[{seen[t.name]}]"
+            elif t.name in reserved:
+                yield f"targets[{i}].name", (f"{t.name!r} is reserved for the automatic gateway probe "
+                                             "(gateway: true); choose another name")
+            seen.setdefault(t.name, i)
+
+
+# ---------------------------------------------------------------- one probe: echoes and statistics
+
+class EchoResult(NamedTuple):
+    address: str                 # the address that was pinged (resolved if a name was given)
+    sent: int                    # echo requests attempted
+    rtts: List[float]            # seconds, one per reply
+    duration: float              # seconds from the first request to the last reply or timeout
+    error: Optional[str] = None  # why nothing could be sent or the socket failed
+
+
+class Stats(NamedTuple):
+    rtt_min: float
+    rtt_avg: float
+    rtt_max: float
+    jitter: float   # population standard deviation of the round-trip times
+
+
+def rtt_stats(rtts: List[float]) -> Optional[Stats]:
+    """Min, mean, max and population standard deviation (ping's mdev); None without replies."""
+    if not rtts:
+        return None
+    return Stats(min(rtts), statistics.fmean(rtts), max(rtts), statistics.pstdev(rtts))
+
+
+def loss_ratio(sent: int, received: int) -> float:
+    return (sent - received) / sent if sent else 1.0
+
+
+_ids = itertools.count(random.randrange(0x10000))
+
+
+def _same_address(a: str, b: str) -> bool:
+    try:
+        return ipaddress.ip_address(a.split("%")[0]) == ipaddress.ip_address(b.split("%")[0])
+    except ValueError:
+        return False
+
+
+def resolve(address: str) -> str:
+    """An IP literal as is; a host name to its first IPv4 address, else its first IPv6 address."""
+    if _is_ip(address.split("%")[0]):
+        return address
+    infos = socket.getaddrinfo(address, None, type=socket.SOCK_DGRAM)
+    for family in (socket.AF_INET, socket.AF_INET6):
+        for info in infos:
+            if info[0] == family:
+                return info[4][0]
+    raise OSError(f"{address} has no IPv4 or IPv6 address")
+
+
+class IcmplibPinger:
+    """Sends the echoes of one probe with icmplib sockets and collects the replies.
+
+    One socket per probe; requests leave at a fixed cadence while replies are read in between,
+    so a slow reply does not delay the next request.
+    """
+
+    def __init__(self, privileged: bool, count: int, echo_interval: float, echo_timeout: float,
+                 payload_size: int):
+        self.privileged = privileged
+        self.count = count
+        self.echo_interval = echo_interval
+        self.echo_timeout = echo_timeout
+        self.payload_size = payload_size
+
+    def __call__(self, address: str) -> EchoResult:
+        from icmplib import ICMPLibError, ICMPv4Socket, ICMPv6Socket
+
+        started = time.monotonic()
+        try:
+            resolved = resolve(address)
+        except OSError as exc:
+            return EchoResult(address, 0, [], time.monotonic() - started,
+                              f"cannot resolve {address}: {exc.strerror or exc}")
+        ipv6 = ipaddress.ip_address(resolved.split("%")[0]).version == 6
+        try:
+            sock = (ICMPv6Socket if ipv6 else ICMPv4Socket)(None, self.privileged)
+        except ICMPLibError as exc:
+            return EchoResult(resolved, 0, [], time.monotonic() - started, f"cannot open an ICMP socket: {exc}")
+        try:
+            return self._echoes(sock, resolved, ipv6)
+        finally:
+            sock.close()
+
+    def _echoes(self, sock, address: str, ipv6: bool) -> EchoResult:
+        from icmplib import ICMPLibError, ICMPRequest, TimeoutExceeded
+
+        reply_type, error_types = (129, (1, 3)) if ipv6 else (0, (3, 11))
+        ident = next(_ids) & 0xFFFF
+        pending: Dict[int, Tuple[object, float]] = {}   # sequence -> (request, deadline)
+        rtts: List[float] = []
+        error: Optional[str] = None
+        sent = 0
+        start = time.monotonic()
+        next_send = start
+        last_event = start
+        while True:
+            now = time.monotonic()
+            if sent < self.count and now >= next_send:
+                request = ICMPRequest(address, ident, sent, payload_size=self.payload_size)
+                try:
+                    sock.send(request)
+                    pending[sent] = (request, now + self.echo_timeout)
+                    ident = request.id  # unprivileged Linux sockets: the kernel sets the id
+                except ICMPLibError as exc:
+                    error = f"cannot send to {address}: {exc}"
+                    last_event = now
+                sent += 1
+                next_send = start + sent * self.echo_interval
+                continue
+            for seq in [s for s, (_, deadline) in pending.items() if deadline <= now]:
+                del pending[seq]
+                last_event = now
+            if sent >= self.count and not pending:
+                break
+            wake = min([d for _, d in pending.values()] + ([next_send] if sent < self.count else []))
+            if wake <= now:
+                continue
+            readable, _, _ = select.select([sock.sock], [], [], wake - now)
+            if not readable:
+                continue
+            try:
+                reply = sock.receive(None, max(wake - time.monotonic(), 0.001))
+            except TimeoutExceeded:
+                continue
+            except ICMPLibError as exc:
+                error = f"receiving from {address} failed: {exc}"
+                break
+            entry = pending.get(reply.sequence)
+            if entry is None or reply.id != ident:
+                continue
+            if reply.type == reply_type:
+                if reply.source is not None and not _same_address(reply.source, address):
+                    continue
+                del pending[reply.sequence]
+                rtts.append(max(reply.time - entry[0].time, 0.0))
+                last_event = time.monotonic()
+            elif reply.type in error_types:
+                del pending[reply.sequence]   # answered with unreachable / time exceeded: lost
+                last_event = time.monotonic()
+        return EchoResult(address, sent, rtts, last_event - start, error)
+
+
+# ---------------------------------------------------------------- privileges
+
+def _ping_group_range(proc_root: str = "/proc") -> str:
+    try:
+        with open(f"{proc_root}/sys/net/ipv4/ping_group_range") as fh:
+            return " ".join(fh.read().split())
+    except OSError:
+        return "unknown"
+
+
+def privilege_help(windows: bool = sys.platform == "win32") -> str:
+    """What to change when the agent may open no ICMP socket at all."""
+    if windows:
+        return ("ICMP needs raw sockets on Windows: run the agent as a service (LocalSystem) or as "
+                "Administrator, or set icmp.enabled: false")
+    gid = os.getegid()
+    return (f"ICMP needs either net.ipv4.ping_group_range covering gid {gid} (now "
+            f"'{_ping_group_range()}'; fix: sysctl -w net.ipv4.ping_group_range='0 2147483647') "
+            "or CAP_NET_RAW / running as root (e.g. AmbientCapabilities=CAP_NET_RAW in the systemd "
+            "unit); or set icmp.enabled: false")
+
+
+def choose_privileged(setting: str) -> bool:
+    """Whether to use raw sockets, tried in the order ``auto`` implies; ConfigErrors if none works."""
+    from icmplib import ICMPv4Socket, ICMPLibError, SocketPermissionError
+
+    if sys.platform == "win32":
+        order = [True]   # icmplib always uses raw sockets on Windows
+    else:
+        order = {"auto": [False, True], "false": [False], "true": [True]}[setting]
+    problems = []
+    for privileged in order:
+        try:
+            ICMPv4Socket(None, privileged).close()
+            return privileged
+        except SocketPermissionError:
+            problems.append("raw sockets are not permitted" if privileged
+                            else "unprivileged ICMP sockets are not permitted")
+        except ICMPLibError as exc:
+            problems.append(f"{'raw' if privileged else 'unprivileged'} ICMP socket: {exc}")
+    raise ConfigErrors([ConfigError(f"{NAME}.privileged",
+                                    f"privileged: {setting}: {'; '.join(problems)}. {privilege_help()}")])
+
+
+# ---------------------------------------------------------------- the input
+
+class GatewayFinder:
+    """The default gateways, re-read every ``ttl`` seconds or after the gateway stopped answering."""
+
+    def __init__(self, read: Callable[[], List[gateway_mod.Gateway]] = gateway_mod.default_gateways,
+                 ttl: float = WINDOWS_GATEWAY_TTL if sys.platform == "win32" else 0.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.read, self.ttl, self.clock = read, ttl, clock
+        self._cached: Optional[List[gateway_mod.Gateway]] = None
+        self._at = 0.0
+
+    def __call__(self) -> List[gateway_mod.Gateway]:
+        if self._cached is None or self.clock() - self._at >= self.ttl:
+            self._cached, self._at = list(self.read()), self.clock()
+        return self._cached
+
+    def invalidate(self) -> None:
+        self._cached = None
+
+
+class IcmpInput:
+    def __init__(self, section: Config, pinger: Callable[[str], EchoResult],
+                 find_gateways: Optional[Callable[[], List[gateway_mod.Gateway]]] = None):
+        self.name = NAME
+        self.interval = section.interval
+        self.timeout = section.timeout
+        self.targets = [(t.name, t.address, t.hop) for t in section.targets]
+        self.pinger = pinger
+        self.find_gateways = (find_gateways or GatewayFinder()) if section.gateway else None
+        self._counters: Dict[Tuple[str, str, str], List[int]] = {}
+        self._errors: Dict[str, Optional[str]] = {}
+        self._gateway_found: Optional[bool] = None
+
+    async def collect(self) -> List[Sample]:
+        out: List[Sample] = []
+        targets = list(self.targets)
+        if self.find_gateways is not None:
+            gateways = await asyncio.to_thread(self.find_gateways)
+            self._note_gateways(gateways)
+            out.append(sample("commune_icmp_default_gateway_found", 1 if gateways else 0))
+            targets += [(GATEWAY_TARGETS[g.family], g.address, "gateway") for g in gateways]
+        results = await asyncio.gather(*(asyncio.to_thread(self.pinger, address) for _, address, _ in targets))
+        gateway_silent = False
+        for (name, address, hop), res in zip(targets, results):
+            out.extend(self._samples(name, address, hop, res))
+            if hop == "gateway" and name in GATEWAY_TARGETS.values() and not res.rtts:
+                gateway_silent = True
+        if gateway_silent and isinstance(self.find_gateways, GatewayFinder):
+            self.find_gateways.invalidate()  # the gateway may have changed: look again next round
+        return out
+
+    def _note_gateways(self, gateways) -> None:
+        found = bool(gateways)
+        if found == self._gateway_found:
+            return
+        if not found:
+            where = "route print" if sys.platform == "win32" else "/proc/net/route and /proc/net/ipv6_route"
+            log.warning("icmp: no default gateway in %s; the gateway probe waits for one "
+                        "(commune_icmp_default_gateway_found 0)", where)
+        else:
+            log.info("icmp: probing default gateway %s", ", ".join(g.address for g in gateways))
+        self._gateway_found = found
+
+    def _samples(self, name: str, address: str, hop: str, res: EchoResult) -> List[Sample]:
+        if res.error != self._errors.get(name):
+            if res.error:
+                log.warning("icmp: target %s (%s): %s", name, address, res.error)
+            elif self._errors.get(name):
+                log.info("icmp: target %s (%s) can be probed again", name, address)
+            self._errors[name] = res.error
+        received = len(res.rtts)
+        labels = dict(target=name, address=address, hop=hop)
+        counters = self._counters.setdefault((name, address, hop), [0, 0])
+        counters[0] += res.sent
+        counters[1] += received
+        out = [
+            sample("probe_success", 1 if received else 0, target=name, module=MODULE, hop=hop),
+            sample("probe_duration_seconds", res.duration, target=name, module=MODULE, hop=hop),
+            sample("commune_icmp_packets_sent_total", counters[0], **labels),
+            sample("commune_icmp_packets_received_total", counters[1], **labels),
+        ]
+        if res.sent:
+            out.append(sample("commune_icmp_packet_loss_ratio", loss_ratio(res.sent, received), **labels))
+        stats = rtt_stats(res.rtts)
+        if stats is not None:
+            out += [
+                sample("commune_icmp_rtt_min_seconds", stats.rtt_min, **labels),
+                sample("commune_icmp_rtt_avg_seconds", stats.rtt_avg, **labels),
+                sample("commune_icmp_rtt_max_seconds", stats.rtt_max, **labels),
+                sample("commune_icmp_jitter_seconds", stats.jitter, **labels),
+            ]
+        return out
+
+
+def build(section: Config, config) -> list:
+    privileged = choose_privileged(section.privileged)
+    log.debug("icmp: using %s sockets", "raw" if privileged else "unprivileged ICMP datagram")
+    pinger = IcmplibPinger(privileged, section.count, section.echo_interval, section.echo_timeout,
+                           section.payload_size)
+    return [IcmpInput(section, pinger)]
+
+
+# ---------------------------------------------------------------- python -m agent.inputs.icmp
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Probe once with the icmp section of a config (or the defaults) and print the samples."""
+    import argparse
+
+    from agent.config import config_class, load_config
+    from agent.exposition import render
+    from agent.schema import load_model, load_yaml
+
+    p = argparse.ArgumentParser(prog="python -m agent.inputs.icmp", description=main.__doc__)
+    p.add_argument("-c", "--config.file", dest="config", metavar="FILE", help="agent YAML; - reads stdin")
+    args = p.parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        if args.config == "-":
+            data, lines = load_yaml(sys.stdin.read(), "<stdin>")
+            config = load_model(config_class(), data, file="<stdin>", lines=lines)
+        else:
+            config = load_config(args.config)
+        inputs = build(config.icmp, config)
+    except ConfigErrors as exc:
+        for err in exc.errors:
+            print(err, file=sys.stderr)
+        return 1
+    samples: List[Sample] = []
+    for inp in inputs:
+        samples += asyncio.run(inp.collect())
+    sys.stdout.write(render(lambda: samples).decode())
+    return 0
+
+
+if __name__ == "__main__":
+    from agent.inputs.icmp import main as _main  # one module object, the one the config uses
+
+    sys.exit(_main())
