@@ -120,7 +120,11 @@ class QueryResponse:
     def validate(self) -> Iterator[tuple]:
         if not self.expect and not self.send:
             yield "", "set expect, send or both"
-        yield from _regex_errors("expect", [self.expect] if self.expect else [])
+        if self.expect:
+            try:
+                re.compile(self.expect)
+            except re.error as exc:
+                yield "expect", f"invalid regular expression {self.expect!r}: {exc}"
 
 
 @dataclass
