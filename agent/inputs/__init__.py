@@ -13,6 +13,8 @@ from typing import List, Tuple
 INPUTS: Tuple[str, ...] = (
     "agent.inputs.host",
     "agent.inputs.icmp",
+    "agent.inputs.probes",
+    "agent.inputs.process",
 )
 
 SECTIONS: Tuple[str, ...] = ()
