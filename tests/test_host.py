@@ -1,0 +1,522 @@
+"""The host input: pure parsers on literal text, collections of recorded psutil structures (Linux
+laptop, Windows desktop), the real psutil of this machine, and the real agent end to end."""
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+from collections import namedtuple
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from agent.catalog import catalog
+from agent.inputs import host
+from agent.inputs.host import (Config, HostInput, parse_cpuinfo_model, parse_os_release, parse_rotational,
+                               power_supply_samples, windows_version_name)
+from agent.schema import ConfigErrors, load_model
+from tests import support
+
+# ---------------------------------------------------------------- psutil structures, as psutil returns them
+
+LinuxCpu = namedtuple("scputimes", "user nice system idle iowait irq softirq steal guest guest_nice")
+WinCpu = namedtuple("scputimes", "user system idle interrupt dpc")
+LinuxMem = namedtuple("svmem", "total available percent used free active inactive buffers cached shared slab")
+WinMem = namedtuple("svmem", "total available percent used free")
+Swap = namedtuple("sswap", "total used free percent sin sout")
+Part = namedtuple("sdiskpart", "device mountpoint fstype opts")
+Usage = namedtuple("sdiskusage", "total used free percent")
+LinuxDiskIO = namedtuple("sdiskio", "read_count write_count read_bytes write_bytes read_time write_time "
+                                    "read_merged_count write_merged_count busy_time")
+WinDiskIO = namedtuple("sdiskio", "read_count write_count read_bytes write_bytes read_time write_time")
+NetIO = namedtuple("snetio", "bytes_sent bytes_recv packets_sent packets_recv errin errout dropin dropout")
+NicStats = namedtuple("snicstats", "isup duplex speed mtu flags")
+Temp = namedtuple("shwtemp", "label current high critical")
+Fan = namedtuple("sfan", "label current")
+Battery = namedtuple("sbattery", "percent secsleft power_plugged")
+
+
+class FakePsutil:
+    """Answers like psutil with structures recorded on real machines; counts the calls."""
+
+    def __init__(self, **answers):
+        self.answers = answers
+        self.calls = {}
+        for name in ("sensors_temperatures", "sensors_fans", "sensors_battery", "getloadavg"):
+            if name not in answers:  # psutil has no such function on that OS
+                setattr(self, name, None)
+                delattr(self, name)
+
+    def __getattr__(self, name):
+        if name not in self.answers:
+            raise AttributeError(name)
+
+        def call(*args, **kwargs):
+            self.calls[name] = self.calls.get(name, 0) + 1
+            value = self.answers[name]
+            return value(*args, **kwargs) if callable(value) else value
+
+        return call
+
+
+def linux_laptop(**over):
+    usage = {"/": Usage(242_203_533_312, 98_123_456_512, 131_717_382_144, 42.7),
+             "/boot/efi": Usage(535_805_952, 6_311_936, 529_494_016, 1.2),
+             "/run": Usage(1_640_058_880, 2_179_072, 1_637_879_808, 0.1),
+             "/home": Usage(730_000_000_000, 500_000_000_000, 193_000_000_000, 72.1)}
+
+    def disk_usage(path):
+        if path == "/media/usb":
+            raise OSError(5, "Input/output error")
+        return usage[path]
+
+    answers = dict(
+        cpu_times=[LinuxCpu(1520.5, 3.1, 610.2, 98012.4, 120.3, 0.0, 14.2, 0.0, 0.0, 0.0),
+                   LinuxCpu(1480.1, 2.9, 590.8, 98101.7, 98.6, 0.0, 9.8, 0.0, 12.5, 0.0)],
+        cpu_count=lambda logical=True: 4 if logical else 2,
+        getloadavg=(0.52, 0.61, 0.44),
+        virtual_memory=LinuxMem(8_233_000_960, 3_101_000_704, 62.3, 4_600_000_000, 1_200_000_000, 3_000_000_000,
+                                2_500_000_000, 210_000_000, 2_100_000_000, 300_000_000, 250_000_000),
+        swap_memory=Swap(2_147_479_552, 536_870_912, 1_610_608_640, 25.0, 1_234_567_168, 2_345_678_848),
+        disk_partitions=[
+            Part("/dev/sda2", "/", "ext4", "rw,relatime,errors=remount-ro"),
+            Part("proc", "/proc", "proc", "rw,nosuid,nodev,noexec,relatime"),
+            Part("sysfs", "/sys", "sysfs", "rw,nosuid,nodev,noexec,relatime"),
+            Part("tmpfs", "/run", "tmpfs", "rw,nosuid,nodev,noexec,relatime,size=1601620k,mode=755"),
+            Part("cgroup2", "/sys/fs/cgroup", "cgroup2", "rw,nosuid,nodev,noexec,relatime"),
+            Part("/dev/sda1", "/boot/efi", "vfat", "rw,relatime,fmask=0077,dmask=0077"),
+            Part("/dev/sdb1", "/home", "ext4", "ro,relatime"),
+            Part("/dev/sdb1", "/home", "ext4", "ro,relatime"),  # bind-mounted twice: one series
+            Part("/dev/loop3", "/snap/core22/1380", "squashfs", "ro,nodev,relatime"),
+            Part("server:/srv/share", "/mnt/share", "nfs4", "rw,relatime,vers=4.2"),
+            Part("/dev/sdc1", "/media/usb", "vfat", "rw,nosuid,nodev"),
+        ],
+        disk_usage=disk_usage,
+        disk_io_counters=lambda perdisk=False: {
+            "sda": LinuxDiskIO(152_301, 98_210, 4_123_456_512, 2_987_654_144, 81_230, 190_442, 20_112, 80_331, 101_774),
+            "sda1": LinuxDiskIO(301, 2, 3_145_728, 1_024, 120, 3, 0, 0, 110),
+            "sdb": LinuxDiskIO(4_001, 12, 80_000_000, 49_152, 9_000, 40, 10, 1, 8_700),
+            "loop3": LinuxDiskIO(60, 0, 1_228_800, 0, 10, 0, 0, 0, 12),
+            "nvme0n1": LinuxDiskIO(10, 20, 40_960, 81_920, 1, 2, 0, 0, 3),
+            "nvme0n1p1": LinuxDiskIO(5, 5, 20_480, 20_480, 1, 1, 0, 0, 1),
+        },
+        net_io_counters=lambda pernic=False: {
+            "lo": NetIO(918_221, 918_221, 7_012, 7_012, 0, 0, 0, 0),
+            "enp3s0": NetIO(12_345_678, 987_654_321, 120_001, 700_123, 3, 0, 17, 0),
+            "wlp2s0": NetIO(0, 0, 0, 0, 0, 0, 0, 0),
+        },
+        net_if_stats={"lo": NicStats(True, 0, 0, 65536, "up,loopback,running"),
+                      "enp3s0": NicStats(True, 2, 100, 1500, "up,broadcast,running,multicast"),
+                      "wlp2s0": NicStats(False, 0, 0, 1500, "broadcast,multicast")},
+        boot_time=1_732_580_000.0,
+        sensors_temperatures={
+            "acpitz": [Temp("", 41.0, None, 98.0), Temp("", 38.5, None, 98.0)],
+            "coretemp": [Temp("Package id 0", 47.0, 84.0, 100.0), Temp("Core 0", 45.0, 84.0, 100.0),
+                         Temp("Core 1", 46.0, 84.0, 100.0)],
+            "nvme": [Temp("Composite", 35.85, 84.85, 84.85), Temp("Composite", 37.85, 81.85, 85.85)],
+        },
+        sensors_fans={"thinkpad": [Fan("", 2890)]},
+        sensors_battery=Battery(63.2, 11_520, False),
+    )
+    answers.update(over)
+    return FakePsutil(**answers)
+
+
+LINUX_FILES = {
+    "/proc/cpuinfo": "processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 142\n"
+                     "model name\t: Intel(R) Core(TM) i5-7200U CPU @ 2.50GHz\nstepping\t: 9\n\n"
+                     "processor\t: 1\nmodel name\t: Intel(R) Core(TM) i5-7200U CPU @ 2.50GHz\n",
+    "/etc/os-release": 'PRETTY_NAME="Ubuntu 22.04.4 LTS"\nNAME="Ubuntu"\nVERSION_ID="22.04"\n',
+    "/sys/block/sda/queue/rotational": "1\n",
+    "/sys/block/sda/device/model": "WDC WD5000LPCX-2\n",
+    "/sys/block/sdb/queue/rotational": "0\n",
+    "/sys/block/sdb/device/model": "Samsung SSD 860 \n",
+    "/sys/block/nvme0n1/queue/rotational": "0\n",
+    "/sys/block/nvme0n1/device/model": "SAMSUNG MZVLB256HBHQ-000L7              \n",
+    "/sys/class/power_supply/AC/type": "Mains\n",
+    "/sys/class/power_supply/BAT0/type": "Battery\n",
+    "/sys/class/power_supply/BAT0/energy_full_design": "57020000\n",
+    "/sys/class/power_supply/BAT0/energy_full": "31480000\n",
+    "/sys/class/power_supply/BAT0/cycle_count": "412\n",
+}
+
+
+class FakeFiles:
+    def __init__(self, files):
+        self.files = dict(files)
+        self.reads = []
+
+    def read(self, path):
+        self.reads.append(path)
+        return self.files.get(path)
+
+    def listdir(self, path):
+        prefix = path.rstrip("/") + "/"
+        return sorted({p[len(prefix):].split("/")[0] for p in self.files if p.startswith(prefix)})
+
+
+def by_name(samples):
+    out = {}
+    for s in samples:
+        out.setdefault(s.name, {})[tuple(sorted(s.labels.items()))] = s.value
+    return out
+
+
+def value(samples, name, **labels):
+    matches = [s.value for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())]
+    assert len(matches) == 1, f"{name}{labels}: {len(matches)} samples"
+    return matches[0]
+
+
+def check_against_catalog(samples):
+    """Every sample is catalogued under this input with exactly the catalogued labels, no duplicates."""
+    cat = catalog()
+    seen = set()
+    for s in samples:
+        assert s.name in cat, f"{s.name} is not in agent/catalog.yaml"
+        assert set(s.labels) == set(cat[s.name].labels), f"{s.name}: labels {sorted(s.labels)}"
+        key = (s.name, tuple(sorted(s.labels.items())))
+        assert key not in seen, f"duplicate series {key}"
+        seen.add(key)
+
+
+# ---------------------------------------------------------------- pure parsers
+
+def test_cpu_model_from_cpuinfo_x86_and_arm():
+    assert parse_cpuinfo_model(LINUX_FILES["/proc/cpuinfo"]) == "Intel(R) Core(TM) i5-7200U CPU @ 2.50GHz"
+    raspberry = ("processor\t: 0\nBogoMIPS\t: 108.00\nCPU implementer\t: 0x41\n\nHardware\t: BCM2835\n"
+                 "Revision\t: c03111\nModel\t\t: Raspberry Pi 4 Model B Rev 1.1\n")
+    assert parse_cpuinfo_model(raspberry) == "Raspberry Pi 4 Model B Rev 1.1"
+    assert parse_cpuinfo_model("processor\t: 0\n") == ""
+    assert parse_cpuinfo_model(None) == ""
+
+
+def test_os_release():
+    assert parse_os_release(LINUX_FILES["/etc/os-release"]) == "Ubuntu 22.04.4 LTS"
+    assert parse_os_release("NAME='Debian GNU/Linux'\nVERSION=\"12 (bookworm)\"\n# comment\n") == \
+        "Debian GNU/Linux 12 (bookworm)"
+    assert parse_os_release("") == ""
+
+
+def test_windows_version_names():
+    assert windows_version_name("10", "10.0.19045", "Professional") == "Windows 10 Professional 10.0.19045"
+    assert windows_version_name("10", "10.0.22631", "Core") == "Windows 11 Core 10.0.22631"
+    assert windows_version_name("7", "6.1.7601", "") == "Windows 7 6.1.7601"
+
+
+def test_rotational():
+    assert [parse_rotational(t) for t in ("1\n", "0\n", "", None, "x")] == ["hdd", "ssd", "unknown", "unknown", "unknown"]
+
+
+def test_power_supply_energy_and_charge_forms():
+    energy = power_supply_samples("BAT0", {"type": "Battery\n", "energy_full_design": "57020000\n",
+                                           "energy_full": "31480000\n", "cycle_count": "412\n"})
+    assert value(energy, "node_power_supply_energy_full_design", power_supply="BAT0") == pytest.approx(57.02)
+    assert value(energy, "node_power_supply_energy_full", power_supply="BAT0") == pytest.approx(31.48)
+    assert value(energy, "node_power_supply_cyclecount", power_supply="BAT0") == 412
+    assert value(energy, "commune_battery_capacity_ratio", power_supply="BAT0") == pytest.approx(31.48 / 57.02)
+    charge = power_supply_samples("BAT1", {"type": "Battery", "charge_full_design": "4400000",
+                                           "charge_full": "3960000", "cycle_count": None})
+    assert value(charge, "node_power_supply_charge_full_design", power_supply="BAT1") == pytest.approx(4.4)
+    assert value(charge, "commune_battery_capacity_ratio", power_supply="BAT1") == pytest.approx(0.9)
+    assert power_supply_samples("AC", {"type": "Mains\n"}) == []
+    # a battery whose firmware reports no design capacity: raw values only, no ratio
+    partial = power_supply_samples("BAT0", {"type": "Battery", "energy_full": "31480000", "energy_full_design": "0"})
+    assert "commune_battery_capacity_ratio" not in by_name(partial)
+
+
+# ---------------------------------------------------------------- recorded machines
+
+def collect_linux(ps=None, files=None, **cfg):
+    files = files or FakeFiles(LINUX_FILES)
+    inp = HostInput(load_model(Config, cfg), ps=ps or linux_laptop(), system="linux",
+                    read=files.read, listdir=files.listdir)
+    return inp, inp.collect()
+
+
+def test_linux_laptop_recorded():
+    _, samples = collect_linux()
+    check_against_catalog(samples)
+    names = by_name(samples)
+    assert value(samples, "node_cpu_seconds_total", cpu="1", mode="iowait") == 98.6
+    assert value(samples, "node_cpu_guest_seconds_total", cpu="1", mode="user") == 12.5
+    assert {dict(k)["mode"] for k in names["node_cpu_seconds_total"]} == {
+        "user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"}
+    assert (value(samples, "node_load1"), value(samples, "node_load15")) == (0.52, 0.44)
+    assert value(samples, "node_memory_MemTotal_bytes") == 8_233_000_960
+    assert value(samples, "node_memory_MemAvailable_bytes") == 3_101_000_704
+    assert value(samples, "node_memory_Cached_bytes") == 2_100_000_000
+    assert value(samples, "node_memory_SwapFree_bytes") == 1_610_608_640
+    assert value(samples, "commune_host_swap_out_bytes_total") == 2_345_678_848
+    assert value(samples, "commune_host_cpus") == 4
+    assert value(samples, "commune_host_cpu_cores") == 2
+    assert value(samples, "node_boot_time_seconds") == 1_732_580_000.0
+
+
+def test_linux_filesystems_like_node_exporter():
+    _, samples = collect_linux()
+    mounts = {dict(k)["mountpoint"] for k in by_name(samples)["node_filesystem_readonly"]}
+    # pseudo file systems, /proc, /sys, squashfs snaps and the NFS share are left out; tmpfs /run stays
+    assert mounts == {"/", "/run", "/boot/efi", "/home", "/media/usb"}
+    root = dict(device="/dev/sda2", fstype="ext4", mountpoint="/")
+    assert value(samples, "node_filesystem_size_bytes", **root) == 242_203_533_312
+    assert value(samples, "node_filesystem_avail_bytes", **root) == 131_717_382_144
+    assert value(samples, "node_filesystem_free_bytes", **root) == 242_203_533_312 - 98_123_456_512
+    assert value(samples, "node_filesystem_readonly", **root) == 0
+    assert value(samples, "node_filesystem_readonly", mountpoint="/home") == 1
+    # a mount whose size cannot be read is a sample, not a failed collection
+    assert value(samples, "node_filesystem_device_error", mountpoint="/media/usb") == 1
+    assert value(samples, "node_filesystem_device_error", mountpoint="/") == 0
+    assert not [s for s in samples if s.name == "node_filesystem_size_bytes" and s.labels["mountpoint"] == "/media/usb"]
+
+
+def test_remote_filesystems_when_asked_and_custom_excludes():
+    ps = linux_laptop(disk_usage=lambda path: Usage(10, 4, 5, 40.0))
+    _, samples = collect_linux(ps=ps, remote_filesystems=True, mount_points_exclude="^/(boot|proc|sys)($|/)",
+                               fs_types_exclude="^(proc|sysfs|cgroup2|squashfs)$")
+    mounts = {dict(k)["mountpoint"] for k in by_name(samples)["node_filesystem_size_bytes"]}
+    assert mounts == {"/", "/run", "/home", "/mnt/share", "/media/usb"}
+
+
+def test_linux_disks_partitions_and_types():
+    _, samples = collect_linux()
+    names = by_name(samples)
+    assert {dict(k)["device"] for k in names["node_disk_read_bytes_total"]} == {"sda", "sdb", "nvme0n1"}
+    assert value(samples, "node_disk_read_time_seconds_total", device="sda") == pytest.approx(81.23)
+    assert value(samples, "node_disk_io_time_seconds_total", device="sda") == pytest.approx(101.774)
+    assert value(samples, "node_disk_writes_completed_total", device="sda") == 98_210
+    info = {dict(k)["device"]: dict(k) for k in names["commune_disk_info"]}
+    assert info["sda"]["type"] == "hdd" and info["sda"]["model"] == "WDC WD5000LPCX-2"
+    assert info["sdb"]["type"] == "ssd" and info["nvme0n1"]["model"] == "SAMSUNG MZVLB256HBHQ-000L7"
+
+
+def test_linux_network_sensors_battery():
+    _, samples = collect_linux()
+    assert value(samples, "node_network_receive_bytes_total", device="enp3s0") == 987_654_321
+    assert value(samples, "node_network_receive_errs_total", device="enp3s0") == 3
+    assert value(samples, "node_network_receive_drop_total", device="enp3s0") == 17
+    assert value(samples, "node_network_up", device="wlp2s0") == 0
+    assert value(samples, "node_network_speed_bytes", device="enp3s0") == 12_500_000
+    assert not [s for s in samples if s.name == "node_network_speed_bytes" and s.labels["device"] == "lo"]
+    assert value(samples, "node_hwmon_temp_celsius", chip="coretemp", sensor="Core 1") == 46.0
+    assert value(samples, "node_hwmon_temp_crit_celsius", chip="coretemp", sensor="Package id 0") == 100.0
+    assert value(samples, "node_hwmon_temp_celsius", chip="acpitz", sensor="temp2") == 38.5
+    assert value(samples, "node_hwmon_temp_celsius", chip="nvme", sensor="Composite #2") == 37.85
+    assert not [s for s in samples if s.name == "node_hwmon_temp_max_celsius" and s.labels["chip"] == "acpitz"]
+    assert value(samples, "node_hwmon_fan_rpm", chip="thinkpad", sensor="fan1") == 2890
+    assert value(samples, "commune_battery_charge_ratio") == pytest.approx(0.632)
+    assert value(samples, "commune_battery_power_plugged") == 0
+    assert value(samples, "commune_battery_time_left_seconds") == 11_520
+    assert value(samples, "commune_battery_capacity_ratio", power_supply="BAT0") == pytest.approx(0.552, abs=1e-3)
+    assert value(samples, "node_power_supply_energy_full_design", power_supply="BAT0") == pytest.approx(57.02)
+
+
+def test_host_info_is_read_once():
+    files = FakeFiles(LINUX_FILES)
+    inp, samples = collect_linux(files=files)
+    info = [s for s in samples if s.name == "commune_host_info"]
+    assert len(info) == 1
+    assert info[0].labels["cpu_model"] == "Intel(R) Core(TM) i5-7200U CPU @ 2.50GHz"
+    assert info[0].labels["os_version"] == "Ubuntu 22.04.4 LTS"
+    assert info[0].labels["os"] == "linux"
+    assert (info[0].labels["cpu_cores"], info[0].labels["cpu_count"]) == ("2", "4")
+    assert info[0].labels["memory_bytes"] == "8233000960"
+    inp.collect()
+    inp.collect()
+    assert files.reads.count("/proc/cpuinfo") == 1
+    assert inp.ps.calls["cpu_count"] == 2  # logical and physical, once
+
+
+def test_disk_types_read_again_only_when_disks_change():
+    files = FakeFiles(LINUX_FILES)
+    disks = {"sda": LinuxDiskIO(1, 1, 512, 512, 1, 1, 0, 0, 1)}
+    inp, _ = collect_linux(ps=linux_laptop(disk_io_counters=lambda perdisk=False: dict(disks)), files=files)
+    inp.collect()
+    assert files.reads.count("/sys/block/sda/queue/rotational") == 1
+    disks["sdb"] = LinuxDiskIO(1, 1, 512, 512, 1, 1, 0, 0, 1)  # a USB disk plugged in
+    samples = inp.collect()
+    assert files.reads.count("/sys/block/sdb/queue/rotational") == 1
+    assert value(samples, "commune_disk_info", device="sdb", type="ssd") == 1
+
+
+def test_unreadable_mount_is_logged_once(caplog):
+    files = FakeFiles(LINUX_FILES)
+    inp = HostInput(Config(), ps=linux_laptop(), system="linux", read=files.read, listdir=files.listdir)
+    with caplog.at_level(logging.WARNING, logger="agent.inputs.host"):
+        inp.collect()
+        inp.collect()
+    messages = [r.getMessage() for r in caplog.records if "/media/usb" in r.getMessage()]
+    assert messages == ["host: cannot read the size of /media/usb (/dev/sdc1): [Errno 5] Input/output error"]
+
+
+def windows_desktop(**over):
+    answers = dict(
+        cpu_times=[WinCpu(20412.3, 8311.9, 402118.2, 611.4, 301.2), WinCpu(19020.1, 7012.5, 404811.0, 402.2, 210.7)],
+        cpu_count=lambda logical=True: 2 if logical else 2,
+        virtual_memory=WinMem(4_186_263_552, 1_102_045_184, 73.7, 3_084_218_368, 1_102_045_184),
+        swap_memory=Swap(1_207_959_552, 603_979_776, 603_979_776, 50.0, 0, 0),
+        disk_partitions=[Part("C:\\", "C:\\", "NTFS", "rw,fixed"), Part("D:\\", "D:\\", "", "cdrom"),
+                         Part("E:\\", "E:\\", "FAT32", "rw,removable"),
+                         Part("Z:\\", "Z:\\", "NTFS", "rw,remote")],
+        disk_usage=lambda path: {"C:\\": Usage(255_369_752_576, 201_411_919_872, 53_957_832_704, 78.9),
+                                 "E:\\": Usage(15_548_284_928, 2_097_152, 15_546_187_776, 0.0)}[path],
+        disk_io_counters=lambda perdisk=False: {
+            "PhysicalDrive0": WinDiskIO(812_004, 402_331, 21_474_836_480, 9_663_676_416, 3_901_224, 1_201_772)},
+        net_io_counters=lambda pernic=False: {
+            "Ethernet": NetIO(1_234_567, 89_012_345, 10_001, 80_002, 0, 0, 4, 0),
+            "Loopback Pseudo-Interface 1": NetIO(0, 0, 0, 0, 0, 0, 0, 0)},
+        net_if_stats={"Ethernet": NicStats(True, 2, 1000, 1500, ""),
+                      "Loopback Pseudo-Interface 1": NicStats(True, 2, 1073, 1500, "")},
+        boot_time=1_732_600_000.0,
+        sensors_battery=None,
+    )
+    answers.update(over)
+    return FakePsutil(**answers)
+
+
+def test_windows_desktop_recorded():
+    inp = HostInput(load_model(Config, {"network_devices_exclude": "^Loopback Pseudo-Interface"}),
+                    ps=windows_desktop(), system="windows", read=FakeFiles({}).read, listdir=FakeFiles({}).listdir)
+    samples = inp.collect()
+    check_against_catalog(samples)
+    names = by_name(samples)
+    assert {dict(k)["mode"] for k in names["node_cpu_seconds_total"]} == {"user", "system", "idle", "irq", "softirq"}
+    assert value(samples, "node_cpu_seconds_total", cpu="0", mode="softirq") == 301.2
+    for absent in ("node_load1", "node_disk_io_time_seconds_total", "commune_host_swap_in_bytes_total",
+                   "node_memory_Cached_bytes", "node_cpu_guest_seconds_total", "commune_battery_charge_ratio",
+                   "node_hwmon_temp_celsius"):
+        assert absent not in names, absent
+    assert {dict(k)["mountpoint"] for k in names["node_filesystem_size_bytes"]} == {"C:\\", "E:\\"}
+    assert value(samples, "node_filesystem_avail_bytes", mountpoint="C:\\") == 53_957_832_704
+    assert value(samples, "node_disk_read_time_seconds_total", device="PhysicalDrive0") == pytest.approx(3901.224)
+    assert value(samples, "commune_disk_info", device="PhysicalDrive0") == 1
+    assert [s.labels["type"] for s in samples if s.name == "commune_disk_info"] == ["unknown"]
+    assert set(dict(k)["device"] for k in names["node_network_up"]) == {"Ethernet"}
+    assert value(samples, "node_network_speed_bytes", device="Ethernet") == 125_000_000
+    assert value(samples, "node_memory_SwapTotal_bytes") == 1_207_959_552
+
+
+def test_battery_on_mains_has_no_time_left():
+    ps = linux_laptop(sensors_battery=Battery(100.0, psutil.POWER_TIME_UNLIMITED, True))
+    _, samples = collect_linux(ps=ps)
+    assert value(samples, "commune_battery_power_plugged") == 1
+    assert "commune_battery_time_left_seconds" not in by_name(samples)
+
+
+def test_sensors_off():
+    files = FakeFiles(LINUX_FILES)
+    _, samples = collect_linux(files=files, sensors=False)
+    assert not [s for s in samples if s.name.startswith(("node_hwmon", "commune_battery", "node_power_supply"))]
+
+
+@pytest.mark.parametrize("key", ["mount_points_exclude", "fs_types_exclude", "disk_devices_exclude",
+                                 "network_devices_exclude"])
+def test_invalid_regex_is_a_config_error(key):
+    with pytest.raises(ConfigErrors) as exc:
+        load_model(Config, {key: "^(sd"}, path="host")
+    assert [str(e) for e in exc.value.errors] == [
+        f"host.{key}: invalid regular expression: missing ), unterminated subpattern at position 1"]
+
+
+# ---------------------------------------------------------------- this machine, real psutil
+
+def test_real_psutil_on_this_machine():
+    inp = host.build(Config(), None)[0]
+    first = inp.collect()
+    check_against_catalog(first)
+    assert value(first, "node_memory_MemTotal_bytes") == psutil.virtual_memory().total
+    assert value(first, "commune_host_cpus") == psutil.cpu_count()
+    sum(i * i for i in range(200_000))  # burn a little CPU so the counters move
+    second = inp.collect()
+    busy = lambda ss: sum(s.value for s in ss if s.name == "node_cpu_seconds_total" and s.labels["mode"] != "idle")
+    assert busy(second) > busy(first)
+    assert value(second, "node_boot_time_seconds") == pytest.approx(psutil.boot_time(), abs=1)
+
+
+# ---------------------------------------------------------------- the real agent, end to end
+
+# node_exporter's checkmetrics.sh ignores exactly these promtool complaints about names it must keep
+PROMTOOL_ALLOWED = re.compile(r"^\S+ metric names should be written in 'snake_case' not 'camelCase'$")
+
+
+def promtool_check(text: str) -> list:
+    promtool = support.need_binary("promtool")
+    proc = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60)
+    lines = [l for l in (proc.stdout + proc.stderr).splitlines() if l.strip()]
+    return [l for l in lines if not PROMTOOL_ALLOWED.match(l)]
+
+
+def e2e_config(tmp_path: Path, port: int) -> Path:
+    from agent import inputs
+
+    cfg = {"agent": {"state_dir": str(tmp_path / "state"), "interval": "1s"},
+           "web": {"listen_address": f"127.0.0.1:{port}"},
+           "host": {"interval": "1s", "timeout": "1s"}}
+    sections = dict(inputs.sections())
+    for name in sections:  # only the host input: nothing else may reach beyond loopback
+        if name not in ("host",) and hasattr(sections[name], "enabled"):
+            cfg[name] = {"enabled": False}
+    path = tmp_path / "agent.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def parse_values(text: str) -> dict:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+@pytest.mark.slow
+def test_agent_end_to_end(tmp_path):
+    port = support.free_port()
+    cfg = e2e_config(tmp_path, port)
+    url = f"http://127.0.0.1:{port}/metrics"
+    with support.running(support.agent_command() + ["-c", str(cfg)], tmp_path / "agent.log") as proc:
+        proc.wait_http(url)
+
+        def scrape_with_host():
+            text = support.http_get(url).decode()
+            return text if "node_memory_MemTotal_bytes" in text else None
+
+        first = support.record_exposition(support.wait_until(scrape_with_host, 30, what="host metrics"))
+        v1 = parse_values(first)
+
+        def next_collection():
+            text = support.http_get(url).decode()
+            v = parse_values(text)
+            done = v.get(("commune_agent_input_last_run_timestamp_seconds", (("input", "host"),)), 0) > \
+                v1[("commune_agent_input_last_run_timestamp_seconds", (("input", "host"),))]
+            return text if done else None
+
+        second = support.record_exposition(support.wait_until(next_collection, 30, what="a second host collection"))
+        v2 = parse_values(second)
+        log = proc.log()
+    assert v1[("node_memory_MemTotal_bytes", ())] == psutil.virtual_memory().total
+    assert v1[("commune_agent_input_success", (("input", "host"),))] == 1
+    busy = lambda v: sum(val for (n, labels), val in v.items()
+                         if n == "node_cpu_seconds_total" and dict(labels)["mode"] != "idle")
+    assert busy(v2) > busy(v1)
+    assert v2[("node_network_receive_bytes_total", (("device", "lo"),))] > \
+        v1[("node_network_receive_bytes_total", (("device", "lo"),))]  # the scrapes themselves went over lo
+    assert "# TYPE node_cpu_seconds_total counter" in second
+    assert "# HELP node_memory_MemAvailable_bytes Memory information field MemAvailable_bytes." in second
+    problems = promtool_check(second)
+    assert not problems, "promtool check metrics:\n" + "\n".join(problems)
+    assert " ERROR " not in log and "Traceback" not in log, log
+
+
+def test_promtool_filter_is_exact():
+    """Only the camelCase complaint is waived; any other promtool warning fails the check."""
+    text = ("# HELP node_memory_MemTotal_bytes Memory information field MemTotal_bytes.\n"
+            "# TYPE node_memory_MemTotal_bytes gauge\nnode_memory_MemTotal_bytes 1\n"
+            "# HELP bad_counter A counter without its suffix.\n# TYPE bad_counter counter\nbad_counter 1\n")
+    problems = promtool_check(text)
+    assert problems and all("node_memory_MemTotal_bytes" not in p for p in problems)
+    assert any("bad_counter" in p for p in problems)
