@@ -1,0 +1,80 @@
+"""7. Hardware to replace: devices ranked by score with the dominant reason and every factor."""
+from __future__ import annotations
+
+from dashboards import queries as q
+from dashboards import variables
+from dashboards.model import (OK, Q, Text, above, bargauge, column, dashboard, link, row, table, timeseries,
+                              uid)
+
+NAME = "replacement"
+
+# The factors of collector/rules/replacement.yml (label ``factor``), in the design's order.
+FACTORS = (
+    ("age", Text("Age vs rated life", "Tuổi so với tuổi thọ")),
+    ("memory_pressure", Text("Memory pressure", "Thiếu bộ nhớ")),
+    ("cpu_saturation", Text("CPU saturation", "CPU quá tải")),
+    ("disk_health", Text("Disk health", "Sức khỏe ổ đĩa")),
+    ("hdd", Text("HDD on a slow PC", "Ổ HDD trên máy yếu")),
+    ("battery_wear", Text("Battery wear", "Chai pin")),
+    ("pages", Text("Pages vs rated life", "Số trang so với tuổi thọ")),
+    ("error_time", Text("Error time per 1,000 pages", "Thời gian lỗi mỗi 1.000 trang")),
+    ("offline", Text("Offline time", "Thời gian mất kết nối")),
+    ("reboots", Text("Reboots", "Khởi động lại")),
+    ("interface_errors", Text("Interface errors", "Lỗi cổng mạng")),
+    ("gateway_loss", Text("Gateway packet loss", "Mất gói tới gateway")),
+    ("battery_replace", Text("Battery replace flag", "Báo thay pin")),
+    ("battery_runtime", Text("Battery runtime", "Thời gian lưu điện")),
+)
+SCORE_STEPS = above(40, q.CANDIDATE_SCORE)
+FACTOR_STEPS = above(0.5, 0.8)
+
+
+def build(lang: str) -> dict:
+    device_link = link(Text("Open the device's dashboard", "Mở bảng điều khiển của thiết bị"),
+                       f"/d/cm-${{__data.fields.dashboard}}-{lang}?${{__url_time_range}}"
+                       "&var-commune=${__data.fields.commune}&var-agent=${__data.fields.agent}"
+                       "&var-printer=${__data.fields.target}&var-router=${__data.fields.target}")
+    factor_columns = {f"Value #{chr(ord('C') + i)}": text for i, (_, text) in enumerate(FACTORS)}
+    items = [
+        row(Text("Ranking", "Xếp hạng")),
+        table(Text("Devices to replace, worst first", "Thiết bị cần thay, nặng nhất trước"),
+              Text("Replacement score (0-100) of each device with its dominant reason, every factor (0 = fine, "
+                   "1 = worst), age and model. The score and factors come from the recording rules; click a "
+                   "device to open its dashboard.",
+                   "Điểm thay thế (0-100) của từng thiết bị cùng lý do chính, từng yếu tố (0 = tốt, 1 = tệ nhất), "
+                   "tuổi và model. Điểm và các yếu tố lấy từ luật ghi; bấm vào thiết bị để mở bảng điều khiển của nó."),
+              [Q(q.SCORE_TABLE), Q(q.DEVICE_AGE)] + [Q(q.factor(name)) for name, _ in FACTORS],
+              unit="none", steps=OK, merge=True, w=24, h=14, sort=(Text("Score", "Điểm").en, True),
+              hide=("job", "instance", "location"),
+              columns={"commune": Text("Commune", "Mã xã"), "device": Text("Device", "Thiết bị"),
+                       "kind": Text("Kind", "Loại"), "model": Text("Model", "Model"),
+                       "Value #A": Text("Score", "Điểm"), "reason": Text("Dominant reason", "Lý do chính"),
+                       "Value #B": Text("Age", "Tuổi"), **factor_columns,
+                       "agent": "agent", "target": "target", "dashboard": "dashboard"},
+              cell_overrides=[
+                  column(Text("Device", "Thiết bị"), links=[device_link]),
+                  column(Text("Score", "Điểm"), steps=SCORE_STEPS, cell="color-background", decimals=0),
+                  column(Text("Age", "Tuổi"), unit="s", decimals=1),
+                  *[column(text, steps=FACTOR_STEPS, cell="color-text", decimals=2) for _, text in FACTORS]]),
+        row(Text("Why", "Lý do")),
+        bargauge(Text("Score by device", "Điểm theo thiết bị"),
+                 Text("The twenty highest replacement scores.", "Hai mươi điểm thay thế cao nhất."),
+                 [Q(q.TOP_SCORES, "{{commune}} {{device}}")], unit="none", steps=SCORE_STEPS, min=0, max=100,
+                 w=12, h=12),
+        bargauge(Text("Candidates by dominant reason", "Thiết bị nên thay theo lý do chính"),
+                 Text(f"Devices scoring {q.CANDIDATE_SCORE} or more, counted by their dominant reason.",
+                      f"Số thiết bị có điểm từ {q.CANDIDATE_SCORE} trở lên, đếm theo lý do chính."),
+                 [Q(q.CANDIDATES_BY_REASON, "{{reason}}")], unit="short", steps=OK, min=0, w=12, h=12),
+        timeseries(Text("Score over time", "Điểm theo thời gian"),
+                   Text("How the scores of the ten worst devices evolved.", "Diễn biến điểm của mười thiết bị tệ nhất."),
+                   [Q(q.TOP_SCORES_OVER_TIME, "{{commune}} {{device}}")], unit="none", steps=SCORE_STEPS, min=0,
+                   max=100, w=24),
+    ]
+    return dashboard(
+        NAME, lang, Text("Hardware to replace", "Thiết bị cần thay thế"),
+        Text("Evidence for equipment purchases: devices ranked by replacement score, with the dominant reason, "
+             "each factor, age and model.",
+             "Căn cứ đề xuất mua sắm: thiết bị xếp theo điểm thay thế, kèm lý do chính, từng yếu tố, tuổi và model."),
+        [variables.commune(), variables.kind()], items, tags=["replacement"], time_from="now-30d",
+        links=[{"type": "link", "title": Text("Fleet overview", "Tổng quan toàn tỉnh"),
+                "url": f"/d/{uid('fleet', lang)}", "keepTime": True, "includeVars": True, "icon": "dashboard"}])
