@@ -16,6 +16,7 @@ from agent import __version__
 
 # name -> "module:function"; each function takes argv (the words after the name) and returns an exit code.
 SUBCOMMANDS = {
+    "discover": "agent.inputs.snmp.discover:main",
     "service": "agent.winservice:main",
 }
 
@@ -75,4 +76,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     from agent.app import run_agent, setup_logging
 
     setup_logging(args.log_level or config.agent.log_level)
-    return run_agent(config, args.listen)
+    try:
+        return run_agent(config, args.listen)
+    except ConfigErrors as exc:  # an input refused to start, e.g. icmp without socket privileges
+        for err in exc.errors:
+            print(err, file=sys.stderr)
+        print(f"cannot start: {len(exc.errors)} error(s)", file=sys.stderr)
+        return 1
