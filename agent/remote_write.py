@@ -17,7 +17,7 @@ import cramjam
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from google.protobuf.message import DecodeError
 
-__all__ = ["HEADERS", "RemoteWriteError", "encode", "decode", "serialize", "compress", "decompress",
+__all__ = ["HEADERS", "RemoteWriteError", "encode", "decode", "serialize", "check_labels", "compress", "decompress",
            "WriteRequest", "PROTO_FILE"]
 
 PROTO_FILE = __file__.rsplit(".", 1)[0] + ".proto"
@@ -101,6 +101,12 @@ def _snappy_length(body: bytes) -> int:
         shift += 7
     raise RemoteWriteError("body is not snappy block format: missing or bad length preamble"
                            if body else "body is empty")
+
+
+def check_labels(labels: Mapping[str, str]) -> None:
+    """Raise :class:`RemoteWriteError` if a series with these labels would be refused
+    (empty values are left out first, as :func:`serialize` does)."""
+    _check_labels(sorted((k, v) for k, v in labels.items() if v != ""), 0)
 
 
 def serialize(series: Iterable[Series]) -> bytes:
