@@ -12,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import shutil
 import sys
-import time
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -310,6 +311,19 @@ def test_neither_socket_kind_allowed_is_a_clear_startup_error():
         proc, _ = probe_in(ns, icmp_yaml([("lo", "127.0.0.1", "service")], privileged='"true"'),
                            user=NOBODY, check=False)
         assert proc.returncode == 1 and "privileged: true: raw sockets are not permitted" in proc.stderr
+        # the agent itself refuses to start with the same message and no traceback
+        readable = Path(tempfile.mkdtemp(prefix="icmp-cfg-"))
+        try:
+            readable.chmod(0o755)
+            (readable / "agent.yaml").write_text("icmp: {privileged: auto}\n")
+            (readable / "agent.yaml").chmod(0o644)
+            proc = ns.run(*support.agent_command(), "-c", readable / "agent.yaml", user=NOBODY, check=False,
+                          timeout=30)
+        finally:
+            shutil.rmtree(readable)
+        assert proc.returncode == 1, proc.stderr
+        assert f"icmp.privileged: privileged: auto: unprivileged ICMP sockets are not permitted" in proc.stderr
+        assert "cannot start: 1 error(s)" in proc.stderr and "Traceback" not in proc.stderr
 
 
 # ---------------------------------------------------------------- in this process, on loopback
