@@ -138,7 +138,7 @@ class Collector:
         self.stats = Stats()
         self.inflight = 0
         self._fleet = None
-        self._fleet_mtime: Optional[int] = None
+        self._fleet_mtime: Optional[tuple] = None
         self._probe_task: Optional[asyncio.Task] = None
         self._users = {u: h.reveal().encode() for u, h in config.web.basic_auth_users.items()}
         self._auth_cache: Dict[str, bool] = {}
@@ -152,8 +152,8 @@ class Collector:
         app.router.add_post("/api/v1/enroll", self.enroll, name="enroll")
         app.router.add_get("/api/v1/sd", self.http_sd, name="sd")
         app.router.add_get("/metrics", self.metrics, name="metrics")
-        app.router.add_get("/-/healthy", self.healthy, name="health")
-        app.router.add_get("/-/ready", self.ready, name="health")
+        app.router.add_get("/-/healthy", self.healthy, name="health:healthy")
+        app.router.add_get("/-/ready", self.ready, name="health:ready")
         app.router.add_get("/", self.landing, name="landing")
         app.on_startup.append(self._startup)
         app.on_cleanup.append(self._cleanup)
@@ -177,7 +177,7 @@ class Collector:
     async def _measure(self, request: web.Request, handler):
         start = time.monotonic()
         route = request.match_info.route
-        name = getattr(route, "name", None) or "other"
+        name = (getattr(route, "name", None) or "other").split(":")[0]  # handler label
         status = 500
         try:
             response = await handler(request)
@@ -416,7 +416,8 @@ class Collector:
         import os
 
         try:
-            mtime = os.stat(path).st_mtime_ns
+            st = os.stat(path)
+            mtime = (st.st_mtime_ns, st.st_size, st.st_ino)
         except OSError as exc:
             log.error("fleet file %s: %s", path, exc.strerror)
             return self._fleet
