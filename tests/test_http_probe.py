@@ -413,3 +413,50 @@ def test_ipv6_loopback():
     assert r.get("probe_success", "v6") == 1
     assert r.get("probe_ip_protocol", "v6") == 6
     assert r.get("probe_success", "v4-only") == 0
+
+
+def test_agent_process_serves_probe_series_without_secrets(web, tmp_path):
+    """The real agent process: probes and process inputs on /metrics; no secret in /metrics or its log."""
+    import os
+
+    import yaml
+
+    from tests.support import agent_command, free_port, http_get, running, wait_until
+
+    port = free_port()
+    web.routes["/missing"] = lambda h: send(h, 404, b"gone")
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(yaml.safe_dump({
+        "agent": {"state_dir": str(tmp_path / "state"), "log_level": "debug"},
+        "web": {"listen_address": f"127.0.0.1:{port}"},
+        "icmp": {"enabled": False},
+        "probes": {"interval": "1s", "timeout": "900ms",
+                   "modules": {"api": {"prober": "http", "http": {"bearer_token": "${API_TOKEN}"}},
+                               "login": {"prober": "http", "http": {
+                                   "basic_auth": {"username": "admin", "password": "${PORTAL_PASSWORD}"}}}},
+                   "targets": [{"name": "api", "module": "api", "url": web.url("/bearer"), "service": "motcua"},
+                               {"name": "login", "module": "login", "url": web.url("/missing")}]},
+        "process": {"interval": "1s", "timeout": "900ms",
+                    "watch": [{"name": "agent-itself", "cmdline": r"agent\.yaml"}]},
+    }))
+    env = dict(os.environ, API_TOKEN=TOKEN, PORTAL_PASSWORD=PASSWORD)
+    with running(agent_command() + ["-c", str(cfg), "--log.level", "debug"], tmp_path / "agent.log",
+                 env=env) as agent:
+        url = f"http://127.0.0.1:{port}/metrics"
+        agent.wait_http(url)
+
+        def scraped():
+            text = http_get(url).decode()
+            return text if ('probe_success{hop="service",module="api",target="api"} 1.0' in text
+                            and 'target="login"' in text and "commune_process_up" in text) else None
+
+        text = wait_until(scraped, timeout=20, what="probe series on /metrics")
+        log_text = agent.log()
+    assert 'probe_success{hop="service",module="login",target="login"} 0.0' in text
+    assert 'commune_probe_target_info{hop="service",module="api",prober="http",service="motcua",target="api"} 1.0' \
+        in text
+    assert 'commune_process_up{name="agent-itself"} 1.0' in text
+    assert "# TYPE probe_http_duration_seconds gauge" in text
+    assert "status code 404 is not accepted" in log_text  # the failure is logged, with its reason
+    for secret in (TOKEN, PASSWORD):
+        assert secret not in text and secret not in log_text

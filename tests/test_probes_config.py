@@ -121,3 +121,21 @@ def test_secrets_from_environment():
 ])
 def test_invalid(data, messages):
     assert _errors(data) == messages
+
+
+def test_unloadable_tls_files(tmp_path):
+    from tests.probe_servers import Certs
+
+    bad = tmp_path / "bad.pem"
+    bad.write_text("-----BEGIN CERTIFICATE-----\nnot base64 at all\n-----END CERTIFICATE-----\n")
+    certs = Certs(tmp_path)
+    errors = _errors({"modules": {
+        "a": {"prober": "http", "http": {"tls": {"ca_file": str(bad)}}},
+        "b": {"prober": "tcp", "tcp": {"tls": True, "tls_config": {"cert_file": certs.client_cert,
+                                                                    "key_file": certs.valid_key}}},
+        "c": {"prober": "http", "http": {"tls": {"key_file": certs.client_key}}}}})
+    assert errors[0].startswith(f"probes.modules.a.http.tls.ca_file: cannot load CA certificates from {bad}: ")
+    assert errors[1].startswith(f"probes.modules.b.tcp.tls_config.cert_file: cannot load the client certificate "
+                                f"and key from {certs.client_cert}: ")
+    assert errors[2] == "probes.modules.c.http.tls.key_file: key_file needs cert_file"
+    assert len(errors) == 3

@@ -40,6 +40,11 @@ class BasicAuth:
     password: Secret
 
 
+def _NO_PASSWORD() -> str:
+    """Encrypted client keys are not supported; without this OpenSSL would prompt on the console."""
+    return ""
+
+
 @dataclass
 class TLSOptions:
     # PEM file of the CAs to trust instead of the system ones (e.g. a ministry's own CA).
@@ -59,6 +64,25 @@ class TLSOptions:
                 yield key, f"file {path} does not exist"
         if self.key_file and not self.cert_file:
             yield "key_file", "key_file needs cert_file"
+        elif all(not p or os.path.isfile(p) for p in (self.ca_file, self.cert_file, self.key_file)):
+            yield from self._load_errors()
+
+    def _load_errors(self) -> Iterator[tuple]:
+        """Load the files as the probe will, so a bad PEM is a config error, not a crash later."""
+        import ssl
+
+        if self.ca_file:
+            try:
+                ssl.create_default_context(cafile=self.ca_file)
+            except (ssl.SSLError, ValueError) as exc:
+                yield "ca_file", f"cannot load CA certificates from {self.ca_file}: {getattr(exc, 'reason', None) or exc}"
+        if self.cert_file:
+            try:
+                ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(self.cert_file, self.key_file or None,
+                                                                        password=_NO_PASSWORD)
+            except (ssl.SSLError, ValueError) as exc:
+                yield "cert_file", (f"cannot load the client certificate and key from {self.cert_file}: "
+                                    f"{getattr(exc, 'reason', None) or exc}")
 
 
 @dataclass

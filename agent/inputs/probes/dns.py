@@ -205,23 +205,37 @@ async def _ask_server(target, prepared: Prepared, result: net.Result) -> Tuple[L
     return [r.value for r in reply.answers if r.type == wanted], reply.rcode
 
 
+class _UDPReply(asyncio.DatagramProtocol):
+    """Keeps the first datagram that parses as the reply to ``qid`` (strays are ignored)."""
+
+    def __init__(self, qid: int, future: asyncio.Future):
+        self.qid = qid
+        self.future = future
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        try:
+            reply = parse_reply(data)
+        except ValueError:
+            return
+        if reply.id == self.qid and not self.future.done():
+            self.future.set_result(reply)
+
+    def error_received(self, exc: Exception) -> None:  # e.g. ICMP port unreachable
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+
 async def _udp(family: int, sockaddr: tuple, query: bytes, qid: int) -> Reply:
+    """One query over UDP (asyncio datagram endpoints work on the selector and proactor loops)."""
     loop = asyncio.get_running_loop()
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    sock.setblocking(False)
+    future = loop.create_future()
+    transport, _protocol = await loop.create_datagram_endpoint(
+        lambda: _UDPReply(qid, future), remote_addr=sockaddr, family=family)
     try:
-        sock.connect(sockaddr)
-        await loop.sock_sendall(sock, query)
-        while True:  # ignore stray datagrams and replies to other ids
-            data = await loop.sock_recv(sock, 65535)
-            try:
-                reply = parse_reply(data)
-            except ValueError:
-                continue
-            if reply.id == qid:
-                return reply
+        transport.sendto(query)
+        return await future
     finally:
-        sock.close()
+        transport.close()
 
 
 async def _tcp(family: int, sockaddr: tuple, query: bytes, qid: int) -> Reply:

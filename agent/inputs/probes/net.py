@@ -87,7 +87,7 @@ def tls_context(options) -> ssl.SSLContext:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
     if options.cert_file:
-        ctx.load_cert_chain(options.cert_file, options.key_file or None)
+        ctx.load_cert_chain(options.cert_file, options.key_file or None, password=lambda: "")  # never prompt
     if options.min_version:
         if options.min_version in ("TLS10", "TLS11"):  # OpenSSL 3 refuses them at security level 1+
             ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
