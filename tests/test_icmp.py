@@ -504,6 +504,17 @@ def test_delay_and_jitter_through_the_tun_responder(lab, mode):
         assert value(m, "commune_icmp_packet_loss_ratio", target=target) == 0
 
 
+def test_auto_picks_unprivileged_sockets_when_ping_group_range_allows(lab):
+    # nobody may not open raw sockets: auto has to choose the unprivileged kind (TUN targets: no loss)
+    cfg = icmp_yaml([("tun4", "127.2.0.9", "service"), ("tun6", "fd00:2::9", "service")], privileged="auto",
+                    count=3)
+    _, m = probe_in(lab, cfg, user=NOBODY)
+    assert value(m, "probe_success", target="tun4") == 1 and value(m, "probe_success", target="tun6") == 1
+    proc = lab.python("-c", "from agent.inputs.icmp import choose_privileged; print(choose_privileged('auto'))",
+                      user=NOBODY)
+    assert proc.stdout.strip() == "False"
+
+
 # ---------------------------------------------------------------- namespaces: the automatic gateway probe
 
 def test_default_config_pings_the_default_gateways_of_the_namespace(tmp_path):
