@@ -15,6 +15,7 @@ import math
 import shutil
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -370,6 +371,22 @@ def test_raw_sockets_on_loopback_through_the_runner():
     # counters keep counting across probes
     m = as_dict(asyncio.run(runner.collect_once(inp)).samples)
     assert value(m, "commune_icmp_packets_sent_total", target="lo4") == 6
+
+
+def test_every_probe_of_a_round_runs_at_once():
+    """Twelve targets and two gateways: each probe waits for all the others at a barrier."""
+    targets = [(f"t{i}", f"127.0.0.{i + 1}", "service") for i in range(12)]
+    gateways = [gw.Gateway("127.0.0.1", "lo", 0, 4), gw.Gateway("::1", "lo", 0, 6)]
+    barrier = threading.Barrier(len(targets) + len(gateways), timeout=10)
+
+    def pinger(address):
+        barrier.wait()   # raises BrokenBarrierError unless every probe is running concurrently
+        return icmp.EchoResult(address, 1, [0.001], 0.001)
+
+    cfg = section({"targets": [{"name": n, "address": a, "hop": h} for n, a, h in targets]})
+    inp = icmp.IcmpInput(cfg, pinger, FakeGateways(gateways))
+    m = as_dict(asyncio.run(inp.collect()))
+    assert sum(v for (name, _), v in m.items() if name == "probe_success") == 14
 
 
 def test_no_default_gateway_is_logged_once_and_reported_as_a_series(caplog):

@@ -26,6 +26,7 @@ Run once by hand (prints the samples in the exposition format)::
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import ipaddress
 import itertools
 import logging
@@ -354,16 +355,22 @@ class IcmpInput:
         self._counters: Dict[Tuple[str, str, str], List[int]] = {}
         self._errors: Dict[str, Optional[str]] = {}
         self._gateway_found: Optional[bool] = None
+        # One thread per target (and gateway) so that every probe of a round runs at once: the
+        # default executor has as few as 5 threads, which would make many targets overrun timeout.
+        self._executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=len(self.targets) + len(GATEWAY_TARGETS) + 1, thread_name_prefix="icmp")
 
     async def collect(self) -> List[Sample]:
+        loop = asyncio.get_running_loop()
         out: List[Sample] = []
         targets = list(self.targets)
         if self.find_gateways is not None:
-            gateways = await asyncio.to_thread(self.find_gateways)
+            gateways = await loop.run_in_executor(self._executor, self.find_gateways)
             self._note_gateways(gateways)
             out.append(sample("commune_icmp_default_gateway_found", 1 if gateways else 0))
             targets += [(GATEWAY_TARGETS[g.family], g.address, "gateway") for g in gateways]
-        results = await asyncio.gather(*(asyncio.to_thread(self.pinger, address) for _, address, _ in targets))
+        results = await asyncio.gather(*(loop.run_in_executor(self._executor, self.pinger, address)
+                                         for _, address, _ in targets))
         gateway_silent = False
         for (name, address, hop), res in zip(targets, results):
             out.extend(self._samples(name, address, hop, res))
