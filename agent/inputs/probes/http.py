@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import re
 import socket
+import ssl
 import zlib
 from typing import List, Optional, Tuple
 from urllib.parse import urljoin, urlsplit
@@ -32,13 +33,20 @@ class Prepared:
         opts = module.http
         self.module = module
         self.opts = opts
-        self.tls = net.tls_context(opts.tls)
+        self._tls: Optional[ssl.SSLContext] = None
         self.must_not = [re.compile(p) for p in opts.fail_if_body_matches_regexp]
         self.must = [re.compile(p) for p in opts.fail_if_body_not_matches_regexp]
         self.proxy: Optional[Tuple[str, int]] = None
         if opts.proxy_url:
             p = urlsplit(opts.proxy_url)
             self.proxy = (p.hostname, p.port or 80)
+
+    @property
+    def tls(self) -> ssl.SSLContext:
+        """Made on the first https URL (a redirect may lead to one), not for plain-http modules."""
+        if self._tls is None:
+            self._tls = net.tls_context(self.opts.tls)
+        return self._tls
 
     def authorization(self) -> Optional[str]:
         opts = self.opts

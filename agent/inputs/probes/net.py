@@ -79,9 +79,24 @@ _TLS_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
                  "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
 
 
+_CONTEXTS: dict = {}
+
+
 def tls_context(options) -> ssl.SSLContext:
     """Client context from a :class:`~agent.inputs.probes.config.TLSOptions`: verification on
-    unless ``insecure_skip_verify``; ``ca_file`` replaces the system CAs; optional client cert."""
+    unless ``insecure_skip_verify``; ``ca_file`` replaces the system CAs; optional client cert.
+
+    Modules with the same options share one context (each holds its own copy of the CA store).
+    """
+    key = (options.ca_file, options.cert_file, options.key_file, options.insecure_skip_verify,
+           options.min_version)
+    ctx = _CONTEXTS.get(key)
+    if ctx is None:
+        ctx = _CONTEXTS[key] = _new_tls_context(options)
+    return ctx
+
+
+def _new_tls_context(options) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cafile=options.ca_file or None)
     if options.insecure_skip_verify:
         ctx.check_hostname = False
