@@ -126,8 +126,8 @@ def test_proc_net_ipv6_route_global_gateway_and_none():
     assert gw.parse_proc_net_ipv6_route(PROC_NET_IPV6_ROUTE_NO_DEFAULT) is None
 
 
-# ``route print`` of Windows 10 (English), in the layout Windows prints, with a wrapped IPv6 row
-# and persistent routes.
+# ``route print`` output in the layout of Windows 10 (English), with a wrapped IPv6 row and
+# persistent routes. Written by hand after that layout (no Windows machine here to record one).
 ROUTE_PRINT_EN = """\
 ===========================================================================
 Interface List
