@@ -121,6 +121,7 @@ def test_redirects_followed_and_not(web):
     assert r.get("probe_success", "loop") == 0
     assert r.get("probe_http_redirects", "loop") == 10
     assert r.get("probe_success", "too-many") == 0
+    assert r.get("probe_http_status_code", "too-many") == 302  # the last response seen
     assert r.get("probe_success", "303") == 1
 
 

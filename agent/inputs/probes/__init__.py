@@ -73,6 +73,10 @@ class ProbeInput:
             result.reason = str(exc)
         except _TARGET_FAILURES as exc:
             result.reason = _describe(exc)
+        except Exception as exc:  # a bug in a prober: report it, but never lose the other targets
+            result.reason = f"internal error {exc.__class__.__name__}"
+            log.error("%s probe of %s (module %s) hit an internal error", self.name, target.name, module_name,
+                      exc_info=True)
         duration = time.perf_counter() - t0
         if not ok:
             log.debug("%s probe of %s (module %s) failed: %s", self.name, target.name, module_name, result.reason)

@@ -102,6 +102,7 @@ async def probe(target, prepared: Prepared, result: net.Result) -> None:
     while True:
         authorization = prepared.authorization() if _origin(url) == origin else None
         resp = await _exchange(url, method, body, authorization, prepared, result, keep_body, redirects == 0)
+        _record(resp, result)
         location = resp.header("location")
         if not (opts.follow_redirects and resp.status in _REDIRECTS and location):
             break
@@ -115,12 +116,6 @@ async def probe(target, prepared: Prepared, result: net.Result) -> None:
         if resp.status == 303 and method != "HEAD" or resp.status in (301, 302) and method == "POST":
             method, body = "GET", b""
 
-    result.set("probe_http_status_code", resp.status)
-    result.set("probe_http_version", resp.version)
-    result.set("probe_http_ssl", 1 if resp.tls else 0)
-    length = resp.header("content-length")
-    result.set("probe_http_content_length", int(length) if length and length.isdigit() else -1)
-    result.set("probe_http_uncompressed_body_length", resp.body_length)
 
     valid = opts.valid_status_codes
     if (resp.status not in valid) if valid else not 200 <= resp.status < 300:
@@ -139,6 +134,16 @@ async def probe(target, prepared: Prepared, result: net.Result) -> None:
             if not rx.search(text):
                 result.set("probe_failed_due_to_regex", 1)
                 raise ProbeFailure(f"body did not match {rx.pattern!r}")
+
+
+def _record(resp: _Response, result: net.Result) -> None:
+    """The series of the latest response (the final one once redirects are done)."""
+    result.set("probe_http_status_code", resp.status)
+    result.set("probe_http_version", resp.version)
+    result.set("probe_http_ssl", 1 if resp.tls else 0)
+    length = resp.header("content-length")
+    result.set("probe_http_content_length", int(length) if length and length.isdigit() else -1)
+    result.set("probe_http_uncompressed_body_length", resp.body_length)
 
 
 async def _exchange(url: str, method: str, body: bytes, authorization: Optional[str], prepared: Prepared,
