@@ -168,8 +168,7 @@ async def _ask_system(opts, ip_protocol: str, result: net.Result) -> Tuple[List[
     family = socket.AF_INET6 if opts.query_type == "AAAA" else socket.AF_INET
     watch = net.Stopwatch()
     try:
-        infos = await asyncio.get_running_loop().getaddrinfo(opts.query_name, None, family=family,
-                                                             type=socket.SOCK_STREAM)
+        infos = await net.getaddrinfo(opts.query_name, None, family)
     except socket.gaierror as exc:
         result.set("probe_dns_lookup_time_seconds", watch.lap())
         if exc.errno in (socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import concurrent.futures
+import ipaddress
 import socket
 import ssl
 import time
@@ -50,11 +52,42 @@ def split_host_port(address: str, default_port: Optional[int] = None) -> Tuple[s
     return host, int(port)
 
 
-async def resolve(host: str, port: int, ip_protocol: str) -> Tuple[int, tuple]:
-    """The first (family, sockaddr) for ``host`` (getaddrinfo order, filtered by ip_protocol)."""
-    loop = asyncio.get_running_loop()
+_RESOLVER: Optional[concurrent.futures.ThreadPoolExecutor] = None
+
+
+async def getaddrinfo(host: str, port: Optional[int], family: int) -> list:
+    """getaddrinfo in the probes' own thread pool: a resolver that hangs for one target (its
+    thread outlives the probe's timeout) must not starve the other inputs or IP-literal targets."""
+    global _RESOLVER
+    if _RESOLVER is None:
+        _RESOLVER = concurrent.futures.ThreadPoolExecutor(max_workers=16, thread_name_prefix="resolve")
+    return await asyncio.get_running_loop().run_in_executor(
+        _RESOLVER, socket.getaddrinfo, host, port, family, socket.SOCK_STREAM)
+
+
+def _literal(host: str, port: int, ip_protocol: str) -> Optional[Tuple[int, tuple]]:
     try:
-        infos = await loop.getaddrinfo(host, port, family=_FAMILIES[ip_protocol], type=socket.SOCK_STREAM)
+        ip = ipaddress.ip_address(host.split("%")[0])
+    except ValueError:
+        return None
+    family = socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    if _FAMILIES[ip_protocol] not in (socket.AF_UNSPEC, family):
+        raise ProbeFailure(f"{host} is not an {'IPv6' if ip_protocol == 'ip6' else 'IPv4'} address")
+    if "%" in host or ip.version == 6:
+        return family, socket.getaddrinfo(host, port, family, socket.SOCK_STREAM,
+                                          flags=socket.AI_NUMERICHOST)[0][4]
+    return family, (host, port)
+
+
+async def resolve(host: str, port: int, ip_protocol: str) -> Tuple[int, tuple]:
+    """The first (family, sockaddr) for ``host`` (getaddrinfo order, filtered by ip_protocol).
+
+    IP literals are answered at once, without a thread."""
+    literal = _literal(host, port, ip_protocol)
+    if literal is not None:
+        return literal
+    try:
+        infos = await getaddrinfo(host, port, _FAMILIES[ip_protocol])
     except socket.gaierror as exc:
         raise ProbeFailure(f"cannot resolve {host}: {exc.strerror}") from None
     if not infos:
