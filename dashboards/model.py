@@ -156,7 +156,7 @@ def state_timeline(title, description, queries, *, unit, steps, mappings=(), **k
 
 
 def table(title, description, queries, *, unit, steps, columns: Dict[str, Any] = None,
-          hide: Sequence[str] = (), sort: Optional[Tuple[str, bool]] = None, merge: bool = False,
+          hide: Sequence[str] = (), sort: Optional[Tuple[Text, bool]] = None, merge: bool = False,
           cell_overrides: Sequence[dict] = (), **kw) -> dict:
     """An instant table. ``columns`` renames labels/values (``Value #A`` ...) and fixes their order.
 

@@ -27,7 +27,14 @@ PC_KINDS = "pc|laptop"
 
 # ---------------------------------------------------------------- agents and devices
 
-LAST_PUSH_AGE = f"time() - commune_agent_last_push_timestamp_seconds{{{C}}}"
+# Collector replicas each export the push times and the inventory: aggregate before joining.
+LAST_PUSH_AGE = f"time() - max by (commune, agent) (commune_agent_last_push_timestamp_seconds{{{C}}})"
+
+
+def inventory(sel: str) -> str:
+    return f"max by (commune, device, kind, model, location, agent, target) (commune_device_info{{{sel}}})"
+
+
 AGENTS_ONLINE = f"count({LAST_PUSH_AGE} < {SILENT_AFTER_S})"
 AGENTS_SILENT = f"count({LAST_PUSH_AGE} >= {SILENT_AFTER_S}) or vector(0)"
 AGENTS_ONLINE_BY_COMMUNE = f"count by (commune) ({LAST_PUSH_AGE} < {SILENT_AFTER_S})"
@@ -39,15 +46,16 @@ SNMP_DOWN = f"count(commune_snmp_up{{{C}}} == 0) or vector(0)"
 SNMP_DOWN_BY_COMMUNE = f"count by (commune) (commune_snmp_up{{{C}}} == 0)"
 SNMP_UP_BY_COMMUNE = f"count by (commune) (commune_snmp_up{{{C}}} == 1)"
 
-COMMUNE_NAMES = f"commune_office_info{{{C}}}"
+COMMUNE_NAMES = f"max by (commune, name, province) (commune_office_info{{{C}}})"
 
 # One row per inventoried device: 1 while it reports (PC: pushed recently; SNMP device: polled),
 # 0 when it does not, with the inventory's labels (device, kind, model, location, agent, target).
+PC_DEVICES = f'{C}, kind=~"{PC_KINDS}"'
+SNMP_DEVICES = f'{C}, kind!~"{PC_KINDS}"'
 DEVICE_STATUS = (
-    f'(commune_device_info{{{C}, kind=~"{PC_KINDS}"}} * on (commune, agent) group_left () '
-    f"(time() - commune_agent_last_push_timestamp_seconds < bool {SILENT_AFTER_S}))"
-    f' or (commune_device_info{{{C}, kind!~"{PC_KINDS}"}} * on (commune, agent, target) group_left () '
-    f"commune_snmp_up)")
+    f"({inventory(PC_DEVICES)} * on (commune, agent) group_left () ({LAST_PUSH_AGE} < bool {SILENT_AFTER_S}))"
+    f" or ({inventory(SNMP_DEVICES)} * on (commune, agent, target) group_left ()"
+    f" max by (commune, agent, target) (commune_snmp_up{{{C}}}))")
 DEVICES_DOWN = f"count(({DEVICE_STATUS}) == 0) or vector(0)"
 DEVICES_DOWN_BY_COMMUNE = f"count by (commune) (({DEVICE_STATUS}) == 0)"
 

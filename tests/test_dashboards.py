@@ -193,6 +193,13 @@ def test_languages_have_the_same_structure_and_real_translations(boards):
                 assert pe["description"] != pv["description"]
 
 
+def test_panel_titles_are_unique_in_each_dashboard(boards):
+    for lang, by_name in boards.items():
+        for name, board in by_name.items():
+            titles = [p["title"] for p in panels(board)]
+            assert len(titles) == len(set(titles)), f"{lang}/{name}: {sorted(titles)}"
+
+
 def test_table_columns_have_unique_names(boards):
     for lang, by_name in boards.items():
         for board in by_name.values():

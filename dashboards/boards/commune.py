@@ -27,7 +27,7 @@ def build(lang: str) -> dict:
                    "Mọi thiết bị trong danh mục của xã: hoạt động khi agent vừa gửi dữ liệu (máy tính) hoặc thiết bị "
                    "trả lời SNMP (máy in, router, bộ lưu điện). Liên kết mở bảng điều khiển của thiết bị."),
               [Q(q.DEVICE_STATUS)], unit="none", steps=OK, w=24, h=10,
-              hide=("job", "instance"), sort=(Text("Status", "Trạng thái").en, False),
+              hide=("job", "instance"), sort=(Text("Status", "Trạng thái"), False),
               columns={"device": Text("Device", "Thiết bị"), "kind": Text("Kind", "Loại"),
                        "model": Text("Model", "Model"), "location": Text("Location", "Vị trí"),
                        "agent": "agent", "target": "target", "Value": Text("Status", "Trạng thái")},

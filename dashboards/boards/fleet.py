@@ -73,7 +73,7 @@ def build(lang: str) -> dict:
               [Q(q.COMMUNE_NAMES)], unit="none", steps=OK, hide=("Value", "job", "instance", "agent"),
               columns={"commune": Text("Commune", "Mã xã"), "name": Text("Name", "Tên"),
                        "province": Text("Province", "Tỉnh")}, w=8, h=8),
-        table(Text("Firing alerts", "Cảnh báo đang kích hoạt"),
+        table(Text("Alerts firing by commune", "Cảnh báo đang kích hoạt theo xã"),
               Text("Alerts firing now, by commune, alert and severity.",
                    "Cảnh báo đang kích hoạt theo xã, tên cảnh báo và mức độ."),
               [Q(q.ALERTS_FIRING_TABLE)], unit="short", steps=OK, w=16, h=8,

@@ -44,7 +44,7 @@ def build(lang: str) -> dict:
                    "Điểm thay thế (0-100) của từng thiết bị cùng lý do chính, từng yếu tố (0 = tốt, 1 = tệ nhất), "
                    "tuổi và model. Điểm và các yếu tố lấy từ luật ghi; bấm vào thiết bị để mở bảng điều khiển của nó."),
               [Q(q.SCORE_TABLE), Q(q.DEVICE_AGE)] + [Q(q.factor(name)) for name, _ in FACTORS],
-              unit="none", steps=OK, merge=True, w=24, h=14, sort=(Text("Score", "Điểm").en, True),
+              unit="none", steps=OK, merge=True, w=24, h=14, sort=(Text("Score", "Điểm"), True),
               hide=("job", "instance", "location"),
               columns={"commune": Text("Commune", "Mã xã"), "device": Text("Device", "Thiết bị"),
                        "kind": Text("Kind", "Loại"), "model": Text("Model", "Model"),
