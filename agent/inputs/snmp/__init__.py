@@ -7,8 +7,6 @@ only module that imports pysnmp. pysnmp is imported only when targets or discove
 """
 from __future__ import annotations
 
-import asyncio
-
 from agent.inputs.snmp.config import AuthConfig, Config, DiscoveryConfig, TargetConfig
 
 NAME = "snmp"
@@ -21,9 +19,9 @@ def build(section: Config, config) -> list:
     if not section.targets and not section.discovery.enabled:
         return []
     from agent.inputs.snmp.client import SnmpClient
-    from agent.inputs.snmp.poller import TargetInput
+    from agent.inputs.snmp.poller import Limiter, TargetInput
 
-    limiter = asyncio.Semaphore(section.max_concurrency)
+    limiter = Limiter(section.max_concurrency)
     inputs: list = []
     for t in section.targets:
         client = SnmpClient(t.address, t.port, section.auths[t.auth], timeout=section.target_timeout(t),

@@ -8,6 +8,7 @@ a message that never contains a secret.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import weakref
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -17,7 +18,8 @@ from pysnmp.hlapi.v3arch.asyncio import (
     usmHMACMD5AuthProtocol, usmHMACSHAAuthProtocol, usmHMAC128SHA224AuthProtocol,
     usmHMAC192SHA256AuthProtocol, usmHMAC256SHA384AuthProtocol, usmHMAC384SHA512AuthProtocol,
     usmNoAuthProtocol, usmNoPrivProtocol, usmDESPrivProtocol, usmAesCfb128Protocol,
-    usmAesCfb192Protocol, usmAesCfb256Protocol,
+    usmAesCfb192Protocol, usmAesCfb256Protocol, usmAesBlumenthalCfb192Protocol,
+    usmAesBlumenthalCfb256Protocol,
 )
 from pysnmp.proto import rfc1902, rfc1905
 from pyasn1.type import univ
@@ -31,25 +33,29 @@ _AUTH = {
     "SHA-224": usmHMAC128SHA224AuthProtocol, "SHA-256": usmHMAC192SHA256AuthProtocol,
     "SHA-384": usmHMAC256SHA384AuthProtocol, "SHA-512": usmHMAC384SHA512AuthProtocol,
 }
-# AES-192/256 use the key extension of draft-reeder (as net-snmp and most agents do).
+# AES-192/256 extend short keys as draft-blumenthal-aes-usm does (net-snmp and most Linux-based
+# devices); the "-C" variants as draft-reeder does (Cisco and agents compatible with it).
 _PRIV = {
     "DES": usmDESPrivProtocol, "AES": usmAesCfb128Protocol, "AES-128": usmAesCfb128Protocol,
-    "AES-192": usmAesCfb192Protocol, "AES-256": usmAesCfb256Protocol,
+    "AES-192": usmAesBlumenthalCfb192Protocol, "AES-256": usmAesBlumenthalCfb256Protocol,
+    "AES-192-C": usmAesCfb192Protocol, "AES-256-C": usmAesCfb256Protocol,
 }
 
 _AUTH_ERRORS = ("unknownusername", "unknownsecurityname", "wrongdigest", "decryptionerror",
                 "notintimewindow", "unsupportedsecuritylevel", "authenticationfailure",
                 "unknownengineid", "unavailablecontext", "unknowncontext")
 
-_ENGINES: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, SnmpEngine]" = weakref.WeakKeyDictionary()
+_ENGINES: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Dict[str, SnmpEngine]]" = \
+    weakref.WeakKeyDictionary()
 
 
-def engine() -> SnmpEngine:
-    """One SNMP engine per event loop, shared by every target polled from it."""
+def engine(key: str = "") -> SnmpEngine:
+    """One SNMP engine per event loop and credentials key (see :func:`credentials_key`)."""
     loop = asyncio.get_running_loop()
-    eng = _ENGINES.get(loop)
+    engines = _ENGINES.setdefault(loop, {})
+    eng = engines.get(key)
     if eng is None:
-        eng = _ENGINES[loop] = SnmpEngine()
+        eng = engines[key] = SnmpEngine()
     return eng
 
 
@@ -65,6 +71,18 @@ def _auth_data(auth) -> object:
     if auth.priv_protocol:
         kwargs["privKey"] = auth.priv_password.reveal()
     return UsmUserData(auth.username, **kwargs)
+
+
+def credentials_key(auth) -> str:
+    """Which engine a target uses: pysnmp keeps one key set per v3 user name in an engine, so
+    each distinct set of v3 credentials gets its own engine (community targets share one)."""
+    if auth.version != "3":
+        return ""
+    h = hashlib.sha256()
+    for part in (auth.username, auth.auth_protocol or "", auth.auth_password.reveal(),
+                 auth.priv_protocol or "", auth.priv_password.reveal()):
+        h.update(part.encode() + b"\0")
+    return h.hexdigest()[:16]
 
 
 def to_python(value) -> object:
@@ -104,35 +122,59 @@ class SnmpClient:
         self.retries = retries
         self.max_repetitions = max_repetitions
         self._auth_data = _auth_data(auth)
+        self._engine_key = credentials_key(auth)
         self._context = ContextData(contextName=auth.context_name) if auth.version == "3" else ContextData()
         self._transport = None
         self.requests = 0
 
     async def _target(self):
-        if self._transport is None:
+        loop = asyncio.get_running_loop()
+        if self._transport is None or self._transport[0] is not loop:
             cls = Udp6TransportTarget if ":" in self.address else UdpTransportTarget
             try:
-                self._transport = await cls.create((self.address, self.port), timeout=self.timeout,
-                                                   retries=self.retries)
+                target = await cls.create((self.address, self.port), timeout=self.timeout, retries=self.retries)
             except Exception as exc:  # resolution failure and the like
                 raise SnmpError("unreachable", f"cannot reach {self.address}:{self.port}: {exc}") from None
-        return self._transport
+            self._transport = (loop, target)
+        return self._transport[1]
 
     async def _request(self, fn, *args) -> Sequence:
         transport = await self._target()
         self.requests += 1
         try:
             indication, status, index, var_binds = await fn(
-                engine(), self._auth_data, transport, self._context, *args, lookupMib=False)
+                engine(self._engine_key), self._auth_data, transport, self._context, *args, lookupMib=False)
         except OSError as exc:
             raise SnmpError("unreachable", f"{self.address}:{self.port}: {exc.strerror or exc}") from None
         if indication:
             reason = classify_error(indication)
+            if reason == "timeout" and self.auth.version == "3" and self.auth.priv_protocol:
+                await self._diagnose_privacy(transport)
             raise SnmpError(reason, f"{self.address}:{self.port}: {indication}")
         if status:
             raise _StatusError(str(status.prettyPrint() if hasattr(status, "prettyPrint") else status),
                                int(index))
         return var_binds
+
+    async def _diagnose_privacy(self, transport) -> None:
+        """An authPriv request timed out: agents drop what they cannot decrypt. Ask once without
+        privacy; an answer means the user and auth key are right and the privacy key is not."""
+        auth = self.auth
+        plain = UsmUserData(auth.username, authKey=auth.auth_password.reveal(),
+                            authProtocol=_AUTH[auth.auth_protocol])
+        try:
+            quick = await type(transport).create((self.address, self.port), timeout=self.timeout, retries=0)
+            indication, _status, _index, _vbs = await get_cmd(
+                engine(self._engine_key + "-nopriv"), plain, quick, self._context,
+                ObjectType(ObjectIdentity("1.3.6.1.2.1.1.3.0")), lookupMib=False)
+        except OSError:
+            return
+        if not indication:
+            raise SnmpError("auth_failure", (
+                f"{self.address}:{self.port}: user {auth.username!r} and its auth key are accepted, but "
+                f"encrypted requests get no answer: wrong priv_password or priv_protocol"))
+        if classify_error(indication) == "auth_failure":
+            raise SnmpError("auth_failure", f"{self.address}:{self.port}: {indication}")
 
     async def get(self, oids: Iterable[Oid]) -> Dict[Oid, object]:
         """GET the instances; absent ones are left out (v1 noSuchName handled by retrying)."""

@@ -12,7 +12,7 @@ from agent.inputs.base import InputSection
 from agent.schema import Duration, Secret
 
 AUTH_PROTOCOLS = ("MD5", "SHA", "SHA-224", "SHA-256", "SHA-384", "SHA-512")
-PRIV_PROTOCOLS = ("DES", "AES", "AES-128", "AES-192", "AES-256")
+PRIV_PROTOCOLS = ("DES", "AES", "AES-128", "AES-192", "AES-256", "AES-192-C", "AES-256-C")
 PROFILE_NAMES = ("system", "printer", "interfaces", "host_resources", "ups")
 
 
@@ -27,7 +27,10 @@ class AuthConfig:
     username: str = ""
     auth_protocol: Optional[Literal["MD5", "SHA", "SHA-224", "SHA-256", "SHA-384", "SHA-512"]] = None
     auth_password: Secret = field(default_factory=lambda: Secret(""))
-    priv_protocol: Optional[Literal["DES", "AES", "AES-128", "AES-192", "AES-256"]] = None
+    # AES-192/AES-256: key extension as net-snmp does (Blumenthal); AES-192-C/AES-256-C: as Cisco
+    # does (Reeder). AES is AES-128.
+    priv_protocol: Optional[Literal["DES", "AES", "AES-128", "AES-192", "AES-256", "AES-192-C",
+                                    "AES-256-C"]] = None
     priv_password: Secret = field(default_factory=lambda: Secret(""))
     context_name: str = ""
 

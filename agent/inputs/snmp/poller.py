@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from typing import Dict, List, Optional
 
 from agent.inputs.snmp.classify import Classification, classify, text
@@ -24,11 +25,26 @@ log = logging.getLogger(__name__)
 REPROBE_EVERY = 60  # polls
 
 
+class Limiter:
+    """At most ``n`` polls at once across targets (one semaphore per event loop)."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self._sems: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+    def __call__(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        sem = self._sems.get(loop)
+        if sem is None:
+            sem = self._sems[loop] = asyncio.Semaphore(self.n)
+        return sem
+
+
 class TargetInput:
     """Polls one target; ``client`` is an :class:`~agent.inputs.snmp.client.SnmpClient`-like object."""
 
     def __init__(self, target, client, *, interval: float, deadline: float,
-                 limiter: Optional[asyncio.Semaphore] = None):
+                 limiter: Optional[Limiter] = None):
         self.target = target
         self.client = client
         self.name = f"snmp/{target.name}"
@@ -63,7 +79,7 @@ class TargetInput:
     async def _limited(self):
         if self.limiter is None:
             return await self._poll()
-        async with self.limiter:
+        async with self.limiter():
             return await self._poll()
 
     async def _poll(self):
