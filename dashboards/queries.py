@@ -17,9 +17,9 @@ PRINTER = f'{C}, target=~"$printer"'
 ROUTER = f'{C}, target=~"$router"'
 UPS = f'{C}, target=~"$ups"'
 
-# An agent that has not pushed for this long is silent (links drop for hours: 15 minutes is
-# long enough to ignore a retry, short enough to show on the day).
-SILENT_AFTER_S = 900
+# An agent that has not pushed for this long is silent: 30 minutes, as the AgentSilent alert
+# (collector/rules/alerts-agents.yml), so the dashboards and the alerts agree.
+SILENT_AFTER_S = 1800
 # Score (0-100) from which a device is counted as a replacement candidate.
 CANDIDATE_SCORE = 60
 
@@ -135,8 +135,8 @@ def ups(metric: str, sel: str = UPS) -> str:
 # ---------------------------------------------------------------- host (node_exporter names)
 
 CPU_BUSY = f'1 - avg by (commune, agent) (rate(node_cpu_seconds_total{{{PC}, mode="idle"}}[$__rate_interval]))'
-CPU_BY_MODE = (f'sum by (mode) (rate(node_cpu_seconds_total{{{PC}, mode!="idle"}}[$__rate_interval]))'
-               f' / scalar(count(count by (cpu) (node_cpu_seconds_total{{{PC}}})))')
+# Share of CPU time per mode, averaged over the cores of each PC.
+CPU_BY_MODE = f'avg by (commune, agent, mode) (rate(node_cpu_seconds_total{{{PC}, mode!="idle"}}[$__rate_interval]))'
 MEM_USED_RATIO = (f"1 - node_memory_MemAvailable_bytes{{{PC}}}"
                   f" / node_memory_MemTotal_bytes{{{PC}}}")
 MEM_AVAILABLE = f"node_memory_MemAvailable_bytes{{{PC}}}"

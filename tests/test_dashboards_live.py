@@ -64,11 +64,11 @@ def factor_ref(name: str) -> str:
 
 # (dashboard, panel title in English, refId) -> why the query has no data in this pipeline.
 NOT_FEASIBLE: Dict[Tuple[str, str, str], str] = {
-    # An agent is silent after 15 minutes without a push: a test cannot wait that long, and
+    # An agent is silent after 30 minutes without a push: a test cannot wait that long, and
     # faking the collector's push time would not test anything real.
-    ("fleet", "Agents silent", "A"): "needs an agent silent for 15 minutes",
-    ("fleet", "Communes at a glance", "B"): "agents silent: needs an agent silent for 15 minutes",
-    ("commune", "Agents silent", "A"): "needs an agent silent for 15 minutes",
+    ("fleet", "Agents silent", "A"): "needs an agent silent for 30 minutes",
+    ("fleet", "Communes at a glance", "B"): "agents silent: needs an agent silent for 30 minutes",
+    ("commune", "Agents silent", "A"): "needs an agent silent for 30 minutes",
     # This machine has no hardware sensors and smartctl cannot see its virtual disk (TESTING.md);
     # the host and smart inputs test those paths with recorded psutil/smartctl data instead.
     ("host", "Temperatures", "A"): "no temperature sensors on the test machine",
@@ -297,6 +297,13 @@ def test_every_panel_query_has_data_from_the_real_pipeline(tmp_path):
         time.sleep(6)  # a few more points for rates and ranges
         end = time.time()
 
+        # Two factors count office hours only (07-17 Vietnam time, Monday to Friday): outside them
+        # a fresh pipeline has no data for them yet.
+        exempt = dict(NOT_FEASIBLE)
+        if not [v for v in support.prom_query(prom_url, "global:office_hours:bool == 1")]:
+            for factor in ("cpu_saturation", "offline"):
+                exempt[("replacement", "Devices to replace, worst first", factor_ref(factor))] = \
+                    f"{factor} factor counts office hours only; the test runs outside them"
         results: Dict[Tuple[str, str, str], list] = {}
         empty = []
         for name, board in boards.items():
@@ -304,7 +311,7 @@ def test_every_panel_query_has_data_from_the_real_pipeline(tmp_path):
             for panel, target in exprs(board):
                 key = (name, panel["title"], target["refId"])
                 results[key] = evaluate(prom_url, target, values, start, end)
-                if not results[key] and key not in NOT_FEASIBLE:
+                if not results[key] and key not in exempt:
                     empty.append(f"{key}: {substitute(target['expr'], values, int(end - start) + 1)}")
         assert set(NOT_FEASIBLE) <= set(results), f"stale NOT_FEASIBLE entries: {set(NOT_FEASIBLE) - set(results)}"
         assert len(results) > 100
@@ -326,7 +333,7 @@ def test_every_panel_query_has_data_from_the_real_pipeline(tmp_path):
         candidates = {m["device"]: v for m, v in last(("replacement", "Devices to replace, worst first", "A"))}
         assert set(candidates) == {AGENT, "printer-01", "printer-offline", "router-01", "ups-apc", "ups-east"}
         assert last(("replacement", "Candidates by dominant reason", "A")), "the old UPS is not a candidate"
-        print(f"{len(results)} queries checked; not feasible here: {len(NOT_FEASIBLE)}")
+        print(f"{len(results)} queries checked; exempt here: {len(exempt)}")
 
 
 def urllib_request(url: str) -> None:

@@ -34,7 +34,7 @@ def build(lang: str) -> dict:
         timeseries(Text("CPU by mode", "CPU theo chế độ"),
                    Text("Share of CPU time by mode (user, system, iowait ...), averaged over the cores.",
                         "Tỷ lệ thời gian CPU theo chế độ (user, system, iowait ...), trung bình các lõi."),
-                   [Q(q.CPU_BY_MODE, "{{mode}}")], unit="percentunit", steps=above(0.8, 0.95), stack=True, min=0),
+                   [Q(q.CPU_BY_MODE, "{{agent}} {{mode}}")], unit="percentunit", steps=above(0.8, 0.95), stack=True, min=0),
         timeseries(Text("Load average (1 minute)", "Tải trung bình (1 phút)"),
                    Text("Runnable and waiting processes, averaged over a minute (not on Windows).",
                         "Số tiến trình đang chạy và chờ, trung bình 1 phút (không có trên Windows)."),
