@@ -52,6 +52,16 @@ COMMUNE_NAMES = f"max by (commune, name, province) (commune_office_info{{{C}}})"
 # 0 when it does not, with the inventory's labels (device, kind, model, location, agent, target).
 PC_DEVICES = f'{C}, kind=~"{PC_KINDS}"'
 SNMP_DEVICES = f'{C}, kind!~"{PC_KINDS}"'
+
+
+def with_dashboard(expr: str) -> str:
+    """Adds a ``dashboard`` label naming the dashboard stem for the device's ``kind`` (data links)."""
+    return ('label_replace(label_replace(label_replace('
+            f'{expr}, "dashboard", "host", "kind", "pc|laptop"), '
+            '"dashboard", "printers", "kind", "printer"), '
+            '"dashboard", "commune", "kind", "router|ups")')
+
+
 DEVICE_STATUS = (
     f"({inventory(PC_DEVICES)} * on (commune, agent) group_left () ({LAST_PUSH_AGE} < bool {SILENT_AFTER_S}))"
     f" or ({inventory(SNMP_DEVICES)} * on (commune, agent, target) group_left ()"
@@ -217,15 +227,11 @@ def factor(name: str) -> str:
     return f'max by (commune, device) ({FACTOR}{{{C}, {DEVICE_KIND}, factor="{name}"}})'
 
 
-# The score with its reason, the inventory's model/agent/target, and the dashboard stem to open
-# for the device's kind (host for PCs, printers, commune for routers and UPSes).
-SCORE_TABLE = (
-    'label_replace(label_replace(label_replace('
+# The score with its reason, the inventory's model/agent/target, and the dashboard to open for
+# the device's kind.
+SCORE_TABLE = with_dashboard(
     f"{SCORE_REASON}{{{C}, {DEVICE_KIND}}} * on (commune, device) group_left (model, agent, target) "
-    f"max by (commune, device, model, agent, target) (commune_device_info{{{C}}}), "
-    '"dashboard", "host", "kind", "pc|laptop"), '
-    '"dashboard", "printers", "kind", "printer"), '
-    '"dashboard", "commune", "kind", "router|ups")')
+    f"max by (commune, device, model, agent, target) (commune_device_info{{{C}}})")
 DEVICE_AGE = f"max by (commune, device) (time() - commune_device_purchase_timestamp_seconds{{{C}}})"
 TOP_SCORES = f"topk(20, {SCORE}{{{C}, {DEVICE_KIND}}})"
 TOP_SCORES_OVER_TIME = f"topk(10, {SCORE}{{{C}, {DEVICE_KIND}}})"

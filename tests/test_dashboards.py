@@ -221,15 +221,17 @@ def test_panels_do_not_overlap(boards):
             cells |= area
 
 
-def test_replacement_table_links_to_the_device_dashboards(boards):
+def test_device_tables_link_to_the_device_dashboards(boards):
+    """The replacement and commune device tables open the PC, printer or commune dashboard by kind."""
     for lang, by_name in boards.items():
-        table = next(p for p in panels(by_name["replacement"]) if p["type"] == "table")
-        links = [prop["value"] for o in table["fieldConfig"]["overrides"] for prop in o["properties"]
-                 if prop["id"] == "links"]
-        assert links and "/d/cm-${__data.fields.dashboard}-" + lang in links[0][0]["url"]
-        expr = table["targets"][0]["expr"]
-        for stem in ("host", "printers", "commune"):
-            assert f'"dashboard", "{stem}"' in expr and stem in by_name
+        for name, title in (("replacement", 0), ("commune", 0)):
+            table = [p for p in panels(by_name[name]) if p["type"] == "table"][title]
+            links = [prop["value"] for o in table["fieldConfig"]["overrides"] for prop in o["properties"]
+                     if prop["id"] == "links"]
+            assert links and links[0][0]["url"].startswith("/d/cm-${__data.fields.dashboard}-" + lang + "?")
+            expr = table["targets"][0]["expr"]
+            for stem in ("host", "printers", "commune"):
+                assert f'"dashboard", "{stem}"' in expr and stem in by_name
 
 
 # ---------------------------------------------------------------- metric names

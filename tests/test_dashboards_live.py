@@ -323,6 +323,9 @@ def test_every_panel_query_has_data_from_the_real_pipeline(tmp_path):
             return [(s["metric"], float(s["value"][1] if "value" in s else s["values"][-1][1])) for s in series]
 
         status = {m["device"]: v for m, v in last(("commune", "Devices and status", "A"))}
+        opens = {m["device"]: m["dashboard"] for m, v in last(("commune", "Devices and status", "A"))}
+        assert opens == {AGENT: "host", "printer-01": "printers", "printer-offline": "printers",
+                         "router-01": "commune", "ups-apc": "commune", "ups-east": "commune"}
         assert status == {AGENT: 1, "printer-01": 1, "printer-offline": 0, "router-01": 1, "ups-apc": 1,
                           "ups-east": 1}
         assert [v for _, v in last(("fleet", "Devices down", "A"))] == [1]

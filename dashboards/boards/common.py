@@ -24,3 +24,13 @@ def to_board(name: str, lang: str, title: Text, **vars_: str) -> dict:
     """A data link to another dashboard, keeping the time range and passing variables."""
     query = "&".join(f"var-{k}={v}" for k, v in vars_.items())
     return link(title, f"/d/{uid(name, lang)}?${{__url_time_range}}" + (f"&{query}" if query else ""))
+
+
+def device_link(lang: str) -> dict:
+    """Data link of a table row with ``dashboard``, ``commune``, ``agent`` and ``target`` columns
+    (see ``queries.with_dashboard``): opens the PC, printer or commune dashboard of the device."""
+    return link(Text("Open the device's dashboard", "Mở bảng điều khiển của thiết bị"),
+                f"/d/cm-${{__data.fields.dashboard}}-{lang}?${{__url_time_range}}"
+                "&var-commune=${__data.fields.commune}&var-agent=${__data.fields.agent}"
+                "&var-printer=${__data.fields.target}&var-router=${__data.fields.target}"
+                "&var-ups=${__data.fields.target}")

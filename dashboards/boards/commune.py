@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dashboards import queries as q
 from dashboards import variables
-from dashboards.boards.common import HOP_ORDER, PRINTER_STATUS, UP_DOWN, YES_NO_BAD, to_board
+from dashboards.boards.common import HOP_ORDER, PRINTER_STATUS, UP_DOWN, YES_NO_BAD, device_link
 from dashboards.model import (OK, Q, Text, above, bargauge, below, column, dashboard, row, stat, table,
                               timeseries)
 
@@ -11,14 +11,6 @@ NAME = "commune"
 
 
 def build(lang: str) -> dict:
-    device_links = [
-        to_board("host", lang, Text("PC health", "Sức khỏe máy tính"), commune="${commune}",
-                 agent="${__data.fields.agent}"),
-        to_board("printers", lang, Text("Printer", "Máy in"), commune="${commune}",
-                 printer="${__data.fields.target}"),
-        to_board("network", lang, Text("Router and network", "Router và mạng"), commune="${commune}",
-                 router="${__data.fields.target}"),
-    ]
     items = [
         row(Text("Devices", "Thiết bị")),
         table(Text("Devices and status", "Thiết bị và trạng thái"),
@@ -26,15 +18,16 @@ def build(lang: str) -> dict:
                    "answers SNMP (printers, routers, UPSes). The links open the device's dashboard.",
                    "Mọi thiết bị trong danh mục của xã: hoạt động khi agent vừa gửi dữ liệu (máy tính) hoặc thiết bị "
                    "trả lời SNMP (máy in, router, bộ lưu điện). Liên kết mở bảng điều khiển của thiết bị."),
-              [Q(q.DEVICE_STATUS)], unit="none", steps=OK, w=24, h=10,
+              [Q(q.with_dashboard(q.DEVICE_STATUS))], unit="none", steps=OK, w=24, h=10,
               hide=("job", "instance"), sort=(Text("Status", "Trạng thái"), False),
               columns={"device": Text("Device", "Thiết bị"), "kind": Text("Kind", "Loại"),
                        "model": Text("Model", "Model"), "location": Text("Location", "Vị trí"),
-                       "agent": "agent", "target": "target", "Value": Text("Status", "Trạng thái")},
+                       "agent": "agent", "target": "target", "Value": Text("Status", "Trạng thái"),
+                       "dashboard": "dashboard"},
               cell_overrides=[
                   column(Text("Status", "Trạng thái"), mappings=[UP_DOWN], cell="color-background",
                          steps=below(1, 1)),
-                  column(Text("Device", "Thiết bị"), links=device_links)]),
+                  column(Text("Device", "Thiết bị"), links=[device_link(lang)])]),
         stat(Text("Agents silent", "Agent im lặng"),
              Text("Agents of this commune that stopped pushing.", "Số agent của xã ngừng gửi dữ liệu."),
              [Q(q.AGENTS_SILENT)], unit="short", steps=above(1, 3)),

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from dashboards import queries as q
 from dashboards import variables
-from dashboards.model import (OK, Q, Text, above, bargauge, column, dashboard, link, row, table, timeseries,
-                              uid)
+from dashboards.boards.common import device_link
+from dashboards.model import OK, Q, Text, above, bargauge, column, dashboard, row, table, timeseries, uid
 
 NAME = "replacement"
 
@@ -30,10 +30,6 @@ FACTOR_STEPS = above(0.5, 0.8)
 
 
 def build(lang: str) -> dict:
-    device_link = link(Text("Open the device's dashboard", "Mở bảng điều khiển của thiết bị"),
-                       f"/d/cm-${{__data.fields.dashboard}}-{lang}?${{__url_time_range}}"
-                       "&var-commune=${__data.fields.commune}&var-agent=${__data.fields.agent}"
-                       "&var-printer=${__data.fields.target}&var-router=${__data.fields.target}")
     factor_columns = {f"Value #{chr(ord('C') + i)}": text for i, (_, text) in enumerate(FACTORS)}
     items = [
         row(Text("Ranking", "Xếp hạng")),
@@ -52,7 +48,7 @@ def build(lang: str) -> dict:
                        "Value #B": Text("Age", "Tuổi"), **factor_columns,
                        "agent": "agent", "target": "target", "dashboard": "dashboard"},
               cell_overrides=[
-                  column(Text("Device", "Thiết bị"), links=[device_link]),
+                  column(Text("Device", "Thiết bị"), links=[device_link(lang)]),
                   column(Text("Score", "Điểm"), steps=SCORE_STEPS, cell="color-background", decimals=0),
                   column(Text("Age", "Tuổi"), unit="s", decimals=1),
                   *[column(text, steps=FACTOR_STEPS, cell="color-text", decimals=2) for _, text in FACTORS]]),
