@@ -40,11 +40,7 @@ AGENTS_SILENT = f"count({LAST_PUSH_AGE} >= {SILENT_AFTER_S}) or vector(0)"
 AGENTS_ONLINE_BY_COMMUNE = f"count by (commune) ({LAST_PUSH_AGE} < {SILENT_AFTER_S})"
 AGENTS_SILENT_BY_COMMUNE = f"count by (commune) ({LAST_PUSH_AGE} >= {SILENT_AFTER_S})"
 COMMUNES_REPORTING = f"count(count by (commune) ({LAST_PUSH_AGE} < {SILENT_AFTER_S}))"
-SILENT_AGENTS_TABLE = f"{LAST_PUSH_AGE} >= {SILENT_AFTER_S}"
 
-SNMP_DOWN = f"count(commune_snmp_up{{{C}}} == 0) or vector(0)"
-SNMP_DOWN_BY_COMMUNE = f"count by (commune) (commune_snmp_up{{{C}}} == 0)"
-SNMP_UP_BY_COMMUNE = f"count by (commune) (commune_snmp_up{{{C}}} == 1)"
 
 COMMUNE_NAMES = f"max by (commune, name, province) (commune_office_info{{{C}}})"
 

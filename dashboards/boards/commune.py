@@ -96,6 +96,18 @@ def build(lang: str) -> dict:
              Text("The UPS reports that its battery must be replaced.", "Bộ lưu điện báo pin cần được thay."),
              [Q(q.ups("battery_replace", q.C), "{{target}}")], unit="none",
              steps=above(1, 1), mappings=[YES_NO_BAD], w=6, h=5),
+        timeseries(Text("UPS load and battery charge", "Tải và dung lượng pin của bộ lưu điện"),
+                   Text("Output load against the UPS's capacity, and battery charge, over time.",
+                        "Tải đầu ra so với công suất của bộ lưu điện, và dung lượng pin, theo thời gian."),
+                   [Q(q.ups("load_ratio", q.C), "{{target}} load"),
+                    Q(q.ups("battery_charge_ratio", q.C), "{{target}} charge")],
+                   unit="percentunit", steps=above(0.8, 0.95), min=0, max=1),
+        timeseries(Text("Mains voltage", "Điện áp lưới"),
+                   Text("Input voltage the UPS sees: drops and spikes explain restarts of PCs and routers.",
+                        "Điện áp đầu vào của bộ lưu điện: sụt áp hoặc tăng áp giải thích việc máy tính và router "
+                        "khởi động lại."),
+                   [Q(q.ups("input_voltage_volts", q.C), "{{target}}")], unit="volt",
+                   steps=((None, "red"), (180, "green"), (250, "red"))),
     ]
     return dashboard(
         NAME, lang, Text("Commune", "Xã/phường"),
