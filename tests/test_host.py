@@ -448,6 +448,9 @@ def promtool_check(text: str) -> list:
     return [l for l in lines if not PROMTOOL_ALLOWED.match(l)]
 
 
+SMART_DISK = next((d for d in ("/dev/vda", "/dev/xvda", "/dev/sda") if Path(d).exists()), "/dev/null")
+
+
 def e2e_config(tmp_path: Path, port: int) -> Path:
     from agent import inputs
 
@@ -455,9 +458,11 @@ def e2e_config(tmp_path: Path, port: int) -> Path:
            "web": {"listen_address": f"127.0.0.1:{port}"},
            "host": {"interval": "1s", "timeout": "1s"}}
     sections = dict(inputs.sections())
-    for name in sections:  # only the host input: nothing else may reach beyond loopback
-        if name not in ("host",) and hasattr(sections[name], "enabled"):
+    for name in sections:  # host and smart only: nothing else may reach beyond loopback
+        if name not in ("host", "smart") and hasattr(sections[name], "enabled"):
             cfg[name] = {"enabled": False}
+    # the real smartctl on a disk it cannot read here (a virtual disk): commune_smart_up 0
+    cfg["smart"] = {"interval": "1s", "timeout": "1s", "command_timeout": "1s", "devices": [SMART_DISK]}
     path = tmp_path / "agent.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -505,6 +510,9 @@ def test_agent_end_to_end(tmp_path):
     assert busy(v2) > busy(v1)
     assert v2[("node_network_receive_bytes_total", (("device", "lo"),))] > \
         v1[("node_network_receive_bytes_total", (("device", "lo"),))]  # the scrapes themselves went over lo
+    smart_up = [val for (n, labels), val in v2.items() if n == "commune_smart_up"]
+    assert smart_up and v2[("commune_agent_input_success", (("input", "smart"),))] == 1
+    assert log.count("smart: cannot read") == (1 if smart_up == [0.0] else 0), log
     assert "# TYPE node_cpu_seconds_total counter" in second
     assert "# HELP node_memory_MemAvailable_bytes Memory information field MemAvailable_bytes." in second
     problems = promtool_check(second)
