@@ -179,7 +179,8 @@ def table(title, description, queries, *, unit, steps, columns: Dict[str, Any] =
 
 
 def column(name: Union[str, Text], **props) -> dict:
-    """A field override for one table column: unit, thresholds (``steps``), cell colouring, links."""
+    """A field override for one table column: unit, thresholds (``steps``), cell colouring, links,
+    value mappings, ``hidden`` (a column data links use but nobody needs to read)."""
     properties = []
     if "unit" in props:
         properties.append({"id": "unit", "value": props["unit"]})
@@ -195,6 +196,8 @@ def column(name: Union[str, Text], **props) -> dict:
         properties.append({"id": "max", "value": props["max"]})
     if "mappings" in props:
         properties.append({"id": "mappings", "value": list(props["mappings"])})
+    if props.get("hidden"):  # kept for data links, not shown
+        properties.append({"id": "custom.hidden", "value": True})
     return {"matcher": {"id": "byName", "options": name}, "properties": properties}
 
 

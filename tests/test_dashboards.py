@@ -229,6 +229,9 @@ def test_device_tables_link_to_the_device_dashboards(boards):
             links = [prop["value"] for o in table["fieldConfig"]["overrides"] for prop in o["properties"]
                      if prop["id"] == "links"]
             assert links and links[0][0]["url"].startswith("/d/cm-${__data.fields.dashboard}-" + lang + "?")
+            hidden = [o["matcher"]["options"] for o in table["fieldConfig"]["overrides"]
+                      if {"id": "custom.hidden", "value": True} in o["properties"]]
+            assert hidden == ["dashboard"]
             expr = table["targets"][0]["expr"]
             for stem in ("host", "printers", "commune"):
                 assert f'"dashboard", "{stem}"' in expr and stem in by_name

@@ -27,7 +27,8 @@ def build(lang: str) -> dict:
               cell_overrides=[
                   column(Text("Status", "Trạng thái"), mappings=[UP_DOWN], cell="color-background",
                          steps=below(1, 1)),
-                  column(Text("Device", "Thiết bị"), links=[device_link(lang)])]),
+                  column(Text("Device", "Thiết bị"), links=[device_link(lang)]),
+                  column("dashboard", hidden=True)]),
         stat(Text("Agents silent", "Agent im lặng"),
              Text("Agents of this commune that stopped pushing.", "Số agent của xã ngừng gửi dữ liệu."),
              [Q(q.AGENTS_SILENT)], unit="short", steps=above(1, 3)),

@@ -49,6 +49,7 @@ def build(lang: str) -> dict:
                        "agent": "agent", "target": "target", "dashboard": "dashboard"},
               cell_overrides=[
                   column(Text("Device", "Thiết bị"), links=[device_link(lang)]),
+                  column("dashboard", hidden=True),
                   column(Text("Score", "Điểm"), steps=SCORE_STEPS, cell="color-background", decimals=0),
                   column(Text("Age", "Tuổi"), unit="s", decimals=1),
                   *[column(text, steps=FACTOR_STEPS, cell="color-text", decimals=2) for _, text in FACTORS]]),
