@@ -376,9 +376,49 @@ def windows_desktop(**over):
     return FakePsutil(**answers)
 
 
+def test_windows_storage_descriptors():
+    query = host.storage_property_query(7)
+    assert query == b"\x07\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
+    # DEVICE_SEEK_PENALTY_DESCRIPTOR as Windows 10 returns it for a laptop HDD and an SSD
+    assert host.parse_seek_penalty(b"\x0c\x00\x00\x00\x0c\x00\x00\x00\x01\x00\x00\x00") == "hdd"
+    assert host.parse_seek_penalty(b"\x0c\x00\x00\x00\x0c\x00\x00\x00\x00\x00\x00\x00") == "ssd"
+    assert host.parse_seek_penalty(b"") == "unknown"
+    # STORAGE_DEVICE_DESCRIPTOR of a SATA disk: no vendor id (offset 0), product id at 0x34
+    header = (b"\x01\x00\x00\x00\x5a\x00\x00\x00\x00\x00\x00\x01" b"\x00\x00\x00\x00\x34\x00\x00\x00"
+              b"\x49\x00\x00\x00\x4e\x00\x00\x00\x0b\x00\x00\x00\x00\x00\x00\x00")
+    body = header + b"\x00" * (0x34 - len(header)) + b"ST1000LM035-1RK172\x00\x00\x00" + b"SDM1\x00" + b"WL1X2ABC\x00"
+    assert host.parse_storage_device_descriptor(body) == "ST1000LM035-1RK172"
+    # a USB stick: vendor "SanDisk ", product "Ultra           "
+    usb = (b"\x01\x00\x00\x00\x40\x00\x00\x00\x00\x00\x01\x00" b"\x24\x00\x00\x00\x2d\x00\x00\x00"
+           + b"\x00" * 16 + b"SanDisk \x00Ultra           \x00")
+    assert host.parse_storage_device_descriptor(usb) == "SanDisk Ultra"
+    assert host.parse_storage_device_descriptor(b"\x01\x00") == ""
+
+
+def test_windows_disk_type_query_is_injected_and_failures_are_unknown(caplog):
+    answers = {"PhysicalDrive0": ("ssd", "Samsung SSD 870 EVO 500GB")}
+
+    def query(dev):
+        if dev not in answers:
+            raise OSError(1, "Incorrect function")
+        return answers[dev]
+
+    two = lambda perdisk=False: {d: WinDiskIO(1, 1, 512, 512, 1, 1) for d in ("PhysicalDrive0", "PhysicalDrive1")}
+    inp = HostInput(Config(), ps=windows_desktop(disk_io_counters=two), system="windows",
+                    read=FakeFiles({}).read, listdir=FakeFiles({}).listdir, windows_disk=query)
+    with caplog.at_level(logging.WARNING, logger="agent.inputs.host"):
+        samples = inp.collect()
+        inp.collect()
+    info = {s.labels["device"]: (s.labels["type"], s.labels["model"]) for s in samples if s.name == "commune_disk_info"}
+    assert info == {"PhysicalDrive0": ("ssd", "Samsung SSD 870 EVO 500GB"), "PhysicalDrive1": ("unknown", "")}
+    assert [r.getMessage() for r in caplog.records] == [
+        "host: cannot query the type of disk PhysicalDrive1: [Errno 1] Incorrect function"]
+
+
 def test_windows_desktop_recorded():
     inp = HostInput(load_model(Config, {"network_devices_exclude": "^Loopback Pseudo-Interface"}),
-                    ps=windows_desktop(), system="windows", read=FakeFiles({}).read, listdir=FakeFiles({}).listdir)
+                    ps=windows_desktop(), system="windows", read=FakeFiles({}).read, listdir=FakeFiles({}).listdir,
+                    windows_disk=lambda dev: ("hdd", "ST1000DM010-2EP102"))
     samples = inp.collect()
     check_against_catalog(samples)
     names = by_name(samples)
@@ -392,7 +432,7 @@ def test_windows_desktop_recorded():
     assert value(samples, "node_filesystem_avail_bytes", mountpoint="C:\\") == 53_957_832_704
     assert value(samples, "node_disk_read_time_seconds_total", device="PhysicalDrive0") == pytest.approx(3901.224)
     assert value(samples, "commune_disk_info", device="PhysicalDrive0") == 1
-    assert [s.labels["type"] for s in samples if s.name == "commune_disk_info"] == ["unknown"]
+    assert [s.labels["type"] for s in samples if s.name == "commune_disk_info"] == ["hdd"]
     assert set(dict(k)["device"] for k in names["node_network_up"]) == {"Ethernet"}
     assert value(samples, "node_network_speed_bytes", device="Ethernet") == 125_000_000
     assert value(samples, "node_memory_SwapTotal_bytes") == 1_207_959_552

@@ -19,12 +19,16 @@ Where psutil's view differs from node_exporter's:
   ``node_load*`` and ``node_disk_io_time_seconds_total`` are absent there.
 - ``node_hwmon_*`` labels are psutil's chip name (``coretemp``) and sensor label (``Core 0``, or
   ``temp1``/``fan1`` when unlabelled), not node's ``platform_coretemp_0``/``temp2``.
-- Windows: the disk type and model need WMI (``MSFT_PhysicalDisk.MediaType``) or a
-  ``DeviceIoControl`` seek-penalty query, and battery design capacity needs WMI
-  (``BatteryStaticData.DesignedCapacity``) or ``powercfg /batteryreport``; none of these is
-  reachable without extra dependencies, so ``commune_disk_info{type="unknown"}`` there and no
-  ``commune_battery_capacity_ratio``. The ``smart`` input (smartctl runs on Windows too) reports
-  the disk type in ``commune_smart_info{type}`` with the same ``device`` label (PhysicalDriveN).
+- Windows disk type and model: ``DeviceIoControl(IOCTL_STORAGE_QUERY_PROPERTY)`` through ctypes
+  (no extra dependency, no admin rights): the seek-penalty property (Windows 8 and later; a disk
+  with a seek penalty is rotational) and the device descriptor's vendor/product. Disks behind USB
+  bridges or RAID drivers that do not answer are ``type="unknown"``. The ``smart`` input
+  (smartctl runs on Windows too) also reports the type in ``commune_smart_info{type}``, with the
+  same ``device`` label (PhysicalDriveN).
+- Windows battery design capacity needs WMI (``root\\wmi`` ``BatteryStaticData.DesignedCapacity``
+  and ``BatteryFullChargedCapacity``), which Python cannot reach without extra dependencies
+  (pywin32/wmi), or ``powercfg /batteryreport``; so there is no ``commune_battery_capacity_ratio``
+  on Windows, only charge and mains power from psutil.
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ import logging
 import os
 import platform
 import re
+import struct
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
@@ -347,7 +352,8 @@ class HostInput:
 
     def __init__(self, section: Config, ps=None, system: Optional[str] = None,
                  read: Callable[[str], Optional[str]] = read_text,
-                 listdir: Callable[[str], List[str]] = list_dir):
+                 listdir: Callable[[str], List[str]] = list_dir,
+                 windows_disk: Optional[Callable[[str], Tuple[str, str]]] = None):
         if ps is None:
             import psutil as ps
         self.name = NAME
@@ -358,6 +364,7 @@ class HostInput:
         self.system = system or platform.system().lower()
         self.read = read
         self.listdir = listdir
+        self.windows_disk = windows_disk or windows_disk_query
         self.patterns = _Patterns(section)
         self._static: Optional[List[Sample]] = None
         self._disks: Tuple[frozenset, List[Sample]] = (frozenset(), [])
@@ -429,6 +436,11 @@ class HostInput:
                 base = os.path.join(self.section.sysfs, "block", dev)
                 kind = parse_rotational(self.read(os.path.join(base, "queue", "rotational")))
                 model = (self.read(os.path.join(base, "device", "model")) or "").strip()
+            elif self.system == "windows":
+                try:
+                    kind, model = self.windows_disk(dev)
+                except Exception as exc:  # untestable off Windows: never let it cost the host metrics
+                    log.warning("host: cannot query the type of disk %s: %s", dev, exc)
             out.append(sample("commune_disk_info", 1, device=dev, type=kind, model=model))
         self._disks = (names, out)
         return out
@@ -462,6 +474,87 @@ class HostInput:
         if self.system == "darwin":
             return f"macOS {platform.mac_ver()[0]}", platform.processor()
         return platform.version(), platform.processor()
+
+
+# Windows storage queries (winioctl.h): IOCTL_STORAGE_QUERY_PROPERTY with a STORAGE_PROPERTY_QUERY
+IOCTL_STORAGE_QUERY_PROPERTY = 0x2D1400
+STORAGE_DEVICE_PROPERTY = 0            # -> STORAGE_DEVICE_DESCRIPTOR (vendor, product)
+STORAGE_DEVICE_SEEK_PENALTY_PROPERTY = 7  # -> DEVICE_SEEK_PENALTY_DESCRIPTOR (Windows 8 and later)
+
+
+def storage_property_query(property_id: int) -> bytes:
+    """STORAGE_PROPERTY_QUERY {DWORD PropertyId; DWORD QueryType (0: standard); BYTE Additional[1]} (12 bytes)."""
+    return struct.pack("<II4x", property_id, 0)
+
+
+def parse_seek_penalty(buf: bytes) -> str:
+    """DEVICE_SEEK_PENALTY_DESCRIPTOR {DWORD Version; DWORD Size; BOOLEAN IncursSeekPenalty} -> hdd/ssd."""
+    if len(buf) < 9:
+        return "unknown"
+    return "hdd" if buf[8] else "ssd"
+
+
+def parse_storage_device_descriptor(buf: bytes) -> str:
+    """The model (vendor and product id) from a STORAGE_DEVICE_DESCRIPTOR.
+
+    Layout: DWORD Version, DWORD Size, BYTE DeviceType, BYTE DeviceTypeModifier, BOOLEAN
+    RemovableMedia, BOOLEAN CommandQueueing, DWORD VendorIdOffset, DWORD ProductIdOffset, ...;
+    each offset points at a NUL-terminated ASCII string in the buffer (0: none).
+    """
+    if len(buf) < 20:
+        return ""
+
+    def string_at(offset: int) -> str:
+        if not 0 < offset < len(buf):
+            return ""
+        end = buf.find(b"\0", offset)
+        return buf[offset:end if end >= 0 else len(buf)].decode("ascii", "replace").strip()
+
+    vendor_offset, product_offset = struct.unpack_from("<II", buf, 12)
+    vendor, product = string_at(vendor_offset), string_at(product_offset)
+    if vendor and not product.startswith(vendor):
+        return f"{vendor} {product}".strip()
+    return product
+
+
+def windows_disk_query(device: str) -> Tuple[str, str]:
+    """(hdd/ssd/unknown, model) of ``PhysicalDriveN`` with DeviceIoControl (no admin rights needed)."""
+    import ctypes
+    from ctypes import wintypes
+
+    kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    create = kernel32.CreateFileW
+    create.argtypes = [wintypes.LPCWSTR, wintypes.DWORD, wintypes.DWORD, ctypes.c_void_p, wintypes.DWORD,
+                       wintypes.DWORD, wintypes.HANDLE]
+    create.restype = wintypes.HANDLE
+    ioctl = kernel32.DeviceIoControl
+    ioctl.argtypes = [wintypes.HANDLE, wintypes.DWORD, ctypes.c_void_p, wintypes.DWORD, ctypes.c_void_p,
+                      wintypes.DWORD, ctypes.POINTER(wintypes.DWORD), ctypes.c_void_p]
+    ioctl.restype = wintypes.BOOL
+    kernel32.CloseHandle.argtypes = [wintypes.HANDLE]
+    # access 0: query only; FILE_SHARE_READ | FILE_SHARE_WRITE; OPEN_EXISTING
+    handle = create("\\\\.\\" + device, 0, 3, None, 3, 0, None)
+    if handle is None or handle == ctypes.c_void_p(-1).value:
+        raise ctypes.WinError(ctypes.get_last_error())
+    try:
+        def query(property_id: int, size: int) -> bytes:
+            query_bytes = storage_property_query(property_id)
+            inbuf = ctypes.create_string_buffer(query_bytes, len(query_bytes))
+            out = ctypes.create_string_buffer(size)
+            returned = wintypes.DWORD(0)
+            if not ioctl(handle, IOCTL_STORAGE_QUERY_PROPERTY, inbuf, len(query_bytes), out, size,
+                         ctypes.byref(returned), None):
+                raise ctypes.WinError(ctypes.get_last_error())
+            return out.raw[:returned.value]
+
+        model = parse_storage_device_descriptor(query(STORAGE_DEVICE_PROPERTY, 1024))
+        try:
+            kind = parse_seek_penalty(query(STORAGE_DEVICE_SEEK_PENALTY_PROPERTY, 12))
+        except OSError:  # USB bridges and some RAID drivers do not answer this query
+            kind = "unknown"
+        return kind, model
+    finally:
+        kernel32.CloseHandle(handle)
 
 
 def _windows_cpu_model() -> str:
