@@ -22,7 +22,7 @@ listed in ``NOT_FEASIBLE`` with the reason.
 from __future__ import annotations
 
 import json
-import os
+import socket
 import time
 import urllib.parse
 from contextlib import ExitStack
@@ -110,8 +110,10 @@ def rules_for_test(tmp: Path) -> List[Path]:
 
 
 def start_snmpsim(tmp: Path) -> Tuple[support.Proc, int]:
-    data = tmp / "snmp-data"
-    data.mkdir()
+    """The SNMP tests' snmpsim, serving our recordings with some counters made to move (MOVING)."""
+    from tests.test_snmp_live import start_snmpsim as serve
+
+    recordings = {}
     for community in SNMP_TARGETS.values():
         lines = (SNMP_FIXTURES / f"{community}.snmprec").read_text().splitlines()
         moving = MOVING.get(community, {})
@@ -119,13 +121,10 @@ def start_snmpsim(tmp: Path) -> Tuple[support.Proc, int]:
             oid, tag, value = line.split("|", 2)
             if oid in moving:
                 lines[i] = f"{oid}|{tag}:numeric|initial={value},rate={moving[oid]}"
-        (data / f"{community}.snmprec").write_text("\n".join(lines) + "\n")
-    port = support.free_port(kind=__import__("socket").SOCK_DGRAM)
-    binary = support.VENV_BIN / "snmpsim-command-responder"
-    env = dict(os.environ, SNMPSIM_ALLOW_ROOT="true")
-    proc = support.Proc([str(binary), f"--data-dir={data}", f"--cache-dir={tmp / 'snmp-cache'}",
-                         f"--agent-udpv4-endpoint=127.0.0.1:{port}"], tmp / "snmpsim.log", env=env)
-    return proc, port
+        recordings[community] = tmp / "recordings" / f"{community}.snmprec"
+        recordings[community].parent.mkdir(exist_ok=True)
+        recordings[community].write_text("\n".join(lines) + "\n")
+    return serve(tmp / "snmpsim", recordings)
 
 
 def start_dns_server() -> DNSServer:
@@ -267,7 +266,7 @@ def test_every_panel_query_has_data_from_the_real_pipeline(tmp_path):
 
         config = agent_config(
             tmp_path, push_url=collector_url + "/api/v1/write", token=token, snmp_port=snmp_port,
-            dead_port=support.free_port(kind=__import__("socket").SOCK_DGRAM), http_url=http_server.url("/ok"),
+            dead_port=support.free_port(kind=socket.SOCK_DGRAM), http_url=http_server.url("/ok"),
             https_url=https_server.url("/ok"), ca_file=certs.ca_file, tcp_address=f"127.0.0.1:{tcp_server.port}",
             dns_address=dns_server.address)
         check = support.Proc(support.agent_command() + ["--config.check", "-c", str(config)], tmp_path / "check.log")
