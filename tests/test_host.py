@@ -357,9 +357,11 @@ def windows_desktop(**over):
         cpu_count=lambda logical=True: 2 if logical else 2,
         virtual_memory=WinMem(4_186_263_552, 1_102_045_184, 73.7, 3_084_218_368, 1_102_045_184),
         swap_memory=Swap(1_207_959_552, 603_979_776, 603_979_776, 50.0, 0, 0),
-        disk_partitions=[Part("C:\\", "C:\\", "NTFS", "rw,fixed"), Part("D:\\", "D:\\", "", "cdrom"),
-                         Part("E:\\", "E:\\", "FAT32", "rw,removable"),
-                         Part("Z:\\", "Z:\\", "NTFS", "rw,remote")],
+        # psutil on Windows: all=True adds network drives (and floppies, RAM disks)
+        disk_partitions=lambda all=False: [
+            Part("C:\\", "C:\\", "NTFS", "rw,fixed"), Part("D:\\", "D:\\", "", "cdrom"),
+            Part("F:\\", "F:\\", "CDFS", "ro,cdrom"), Part("E:\\", "E:\\", "FAT32", "rw,removable"),
+        ] + ([Part("Z:\\", "Z:\\", "NTFS", "rw,remote")] if all else []),
         disk_usage=lambda path: {"C:\\": Usage(255_369_752_576, 201_411_919_872, 53_957_832_704, 78.9),
                                  "E:\\": Usage(15_548_284_928, 2_097_152, 15_546_187_776, 0.0)}[path],
         disk_io_counters=lambda perdisk=False: {
@@ -436,6 +438,15 @@ def test_windows_desktop_recorded():
     assert set(dict(k)["device"] for k in names["node_network_up"]) == {"Ethernet"}
     assert value(samples, "node_network_speed_bytes", device="Ethernet") == 125_000_000
     assert value(samples, "node_memory_SwapTotal_bytes") == 1_207_959_552
+
+
+def test_windows_network_drives_when_asked():
+    sizes = {"C:\\": Usage(100, 60, 40, 60.0), "E:\\": Usage(10, 1, 9, 10.0), "Z:\\": Usage(1000, 500, 500, 50.0)}
+    inp = HostInput(load_model(Config, {"remote_filesystems": True}), ps=windows_desktop(disk_usage=sizes.get),
+                    system="windows", read=FakeFiles({}).read, listdir=FakeFiles({}).listdir,
+                    windows_disk=lambda dev: ("ssd", ""))
+    mounts = {s.labels["mountpoint"] for s in inp.collect() if s.name == "node_filesystem_size_bytes"}
+    assert mounts == {"C:\\", "E:\\", "Z:\\"}
 
 
 def test_battery_on_mains_has_no_time_left():

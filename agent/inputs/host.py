@@ -241,8 +241,9 @@ def select_partitions(parts: Iterable, patterns: _Patterns) -> List[Tuple[str, s
     seen = set()
     out = []
     for p in parts:
-        # Windows lists drives without media (card readers, empty DVD) with no file system type
-        if not p.fstype or _excluded(patterns.mount, p.mountpoint) or _excluded(patterns.fstype, p.fstype):
+        # Windows lists drives without media (card readers, empty DVD) with no file system type;
+        # optical discs are read-only media (node_exporter leaves out iso9660 for the same reason)
+        if not p.fstype or "cdrom" in (p.opts or "").split(",") or _excluded(patterns.mount, p.mountpoint) or _excluded(patterns.fstype, p.fstype):
             continue
         if not patterns.remote and is_remote(p):
             continue
@@ -397,7 +398,9 @@ class HostInput:
 
     def filesystems(self) -> List[Sample]:
         out: List[Sample] = []
-        for device, fstype, mountpoint, ro in select_partitions(self.ps.disk_partitions(all=True), self.patterns):
+        # Windows: all=False leaves out floppy drives (slow to probe), RAM disks and network drives
+        every = self.system != "windows" or self.patterns.remote
+        for device, fstype, mountpoint, ro in select_partitions(self.ps.disk_partitions(all=every), self.patterns):
             try:
                 usage = self.ps.disk_usage(mountpoint)
                 self._failed_mounts.discard(mountpoint)
