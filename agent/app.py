@@ -48,7 +48,9 @@ def _component_factories() -> List[Callable]:
     Each factory takes the config and returns None (switched off) or an object with any of
     ``sink(batch)``, ``async run(stop)`` and ``close()``.
     """
-    return []
+    from agent import push
+
+    return [push.component]
 
 
 def run_agent(config, listen_address: Optional[str] = None) -> int:

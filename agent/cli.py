@@ -17,6 +17,7 @@ from agent import __version__
 # name -> "module:function"; each function takes argv (the words after the name) and returns an exit code.
 SUBCOMMANDS = {
     "discover": "agent.inputs.snmp.discover:main",
+    "enroll": "agent.enroll:main",
     "service": "agent.winservice:main",
 }
 

@@ -17,6 +17,7 @@ INPUTS: Tuple[str, ...] = (
     "agent.inputs.icmp",
     "agent.inputs.probes",
     "agent.inputs.process",
+    "agent.push",  # push queue (config section "push"); brings the "queue" input when enabled
 )
 
 SECTIONS: Tuple[str, ...] = ()
