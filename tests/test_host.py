@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import subprocess
+import threading
 from collections import namedtuple
 from pathlib import Path
 
@@ -278,6 +279,33 @@ def test_remote_filesystems_when_asked_and_custom_excludes():
                                fs_types_exclude="^(proc|sysfs|cgroup2|squashfs)$")
     mounts = {dict(k)["mountpoint"] for k in by_name(samples)["node_filesystem_size_bytes"]}
     assert mounts == {"/", "/run", "/home", "/mnt/share", "/media/usb"}
+
+
+def test_hung_network_mount_is_a_device_error_and_not_asked_again():
+    release = threading.Event()
+    calls = []
+
+    def disk_usage(path):
+        calls.append(path)
+        if path == "/mnt/share":
+            release.wait(60)  # an NFS server that stopped answering
+        return Usage(10, 4, 5, 40.0)
+
+    files = FakeFiles(LINUX_FILES)
+    inp = HostInput(load_model(Config, {"remote_filesystems": True, "timeout": "200ms"}),
+                    ps=linux_laptop(disk_usage=disk_usage), system="linux", read=files.read, listdir=files.listdir)
+    try:
+        for _ in range(2):
+            samples = inp.collect()
+            assert value(samples, "node_filesystem_device_error", mountpoint="/mnt/share") == 1
+            assert value(samples, "node_filesystem_device_error", mountpoint="/") == 0
+        assert calls.count("/mnt/share") == 1  # the stuck mount was not asked again
+    finally:
+        release.set()
+    support.wait_until(lambda: not inp._stuck_mounts, 10, what="the hung query to return")
+    samples = inp.collect()
+    assert value(samples, "node_filesystem_device_error", mountpoint="/mnt/share") == 0
+    assert value(samples, "node_filesystem_size_bytes", mountpoint="/mnt/share") == 10
 
 
 def test_linux_disks_partitions_and_types():

@@ -37,6 +37,7 @@ import os
 import platform
 import re
 import struct
+import threading
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
@@ -69,8 +70,8 @@ class Config(InputSection):
     # Regular expressions (Python syntax, searched) of what to leave out; defaults are node_exporter's.
     mount_points_exclude: str = NODE_MOUNT_POINTS_EXCLUDE
     fs_types_exclude: str = NODE_FS_TYPES_EXCLUDE
-    # Network file systems and Windows mapped network drives; off because a dead server can hang
-    # the size query of the mount.
+    # Network file systems and Windows mapped network drives (off: the server's own agent reports
+    # them). Their size is asked in a helper thread with a deadline, since a dead server can hang it.
     remote_filesystems: bool = False
     disk_devices_exclude: str = NODE_DISK_DEVICES_EXCLUDE
     network_devices_exclude: str = ""
@@ -236,8 +237,8 @@ def is_remote(part) -> bool:
     return "remote" in opts or bool(REMOTE_FS_TYPES.match(part.fstype))
 
 
-def select_partitions(parts: Iterable, patterns: _Patterns) -> List[Tuple[str, str, str, bool]]:
-    """(device, fstype, mountpoint, readonly) of the partitions to report, duplicates removed."""
+def select_partitions(parts: Iterable, patterns: _Patterns) -> List[Tuple[str, str, str, bool, bool]]:
+    """(device, fstype, mountpoint, readonly, remote) of the partitions to report, duplicates removed."""
     seen = set()
     out = []
     for p in parts:
@@ -245,13 +246,14 @@ def select_partitions(parts: Iterable, patterns: _Patterns) -> List[Tuple[str, s
         # optical discs are read-only media (node_exporter leaves out iso9660 for the same reason)
         if not p.fstype or "cdrom" in (p.opts or "").split(",") or _excluded(patterns.mount, p.mountpoint) or _excluded(patterns.fstype, p.fstype):
             continue
-        if not patterns.remote and is_remote(p):
+        remote = is_remote(p)
+        if remote and not patterns.remote:
             continue
         key = (p.device, p.fstype, p.mountpoint)
         if key in seen:
             continue
         seen.add(key)
-        out.append(key + ("ro" in (p.opts or "").split(","),))
+        out.append(key + ("ro" in (p.opts or "").split(","), remote))
     return out
 
 
@@ -370,6 +372,8 @@ class HostInput:
         self._static: Optional[List[Sample]] = None
         self._disks: Tuple[frozenset, List[Sample]] = (frozenset(), [])
         self._failed_mounts: set = set()
+        self._stuck_mounts: set = set()
+        self.mount_timeout = min(5.0, section.timeout / 2)
 
     def collect(self) -> List[Sample]:
         ps = self.ps
@@ -400,9 +404,10 @@ class HostInput:
         out: List[Sample] = []
         # Windows: all=False leaves out floppy drives (slow to probe), RAM disks and network drives
         every = self.system != "windows" or self.patterns.remote
-        for device, fstype, mountpoint, ro in select_partitions(self.ps.disk_partitions(all=every), self.patterns):
+        for device, fstype, mountpoint, ro, remote in select_partitions(self.ps.disk_partitions(all=every),
+                                                                        self.patterns):
             try:
-                usage = self.ps.disk_usage(mountpoint)
+                usage = self._usage_with_deadline(mountpoint) if remote else self.ps.disk_usage(mountpoint)
                 self._failed_mounts.discard(mountpoint)
             except OSError as exc:  # a vanished or unreadable mount: a sample, logged once
                 usage = None
@@ -411,6 +416,35 @@ class HostInput:
                     log.warning("host: cannot read the size of %s (%s): %s", mountpoint, device, exc)
             out += filesystem_samples(device, fstype, mountpoint, ro, usage)
         return out
+
+    def _usage_with_deadline(self, mountpoint: str):
+        """disk_usage of a network mount in a helper thread, as node_exporter's mount timeout.
+
+        A server that does not answer within ``mount_timeout`` makes the mount stuck: it is
+        reported as a device error and not asked again until the hung call returns, so hung
+        threads never pile up and the rest of the host metrics are not held up.
+        """
+        if mountpoint in self._stuck_mounts:
+            raise TimeoutError(f"still no answer from an earlier size query (over {self.mount_timeout:g}s)")
+        result: dict = {}
+        done = threading.Event()
+
+        def query() -> None:
+            try:
+                result["usage"] = self.ps.disk_usage(mountpoint)
+            except BaseException as exc:  # handed to the collecting thread below
+                result["error"] = exc
+            finally:
+                done.set()
+                self._stuck_mounts.discard(mountpoint)
+
+        self._stuck_mounts.add(mountpoint)
+        threading.Thread(target=query, name=f"statfs {mountpoint}", daemon=True).start()
+        if not done.wait(self.mount_timeout):
+            raise TimeoutError(f"no answer within {self.mount_timeout:g}s")
+        if "error" in result:
+            raise result["error"]
+        return result["usage"]
 
     def sensors(self) -> List[Sample]:
         ps = self.ps
