@@ -257,18 +257,25 @@ def encode_batch(batch, max_samples: int, dropped) -> list:
     from agent import remote_write
     from agent.queue import Entry
 
-    series = []
-    for s in batch.samples:
-        one = ({**s.labels, "__name__": s.name}, [(s.value, batch.timestamp_ms)])
+    series = [({**s.labels, "__name__": s.name}, [(s.value, batch.timestamp_ms)]) for s in batch.samples]
+    out = []
+    for chunk in (series[i:i + max_samples] for i in range(0, len(series), max_samples)):
         try:
-            remote_write.check_labels(one[0])
-        except remote_write.RemoteWriteError as exc:
-            dropped["rejected"] += 1
-            log.error("input %s: sample not pushed: %s", batch.input, exc)
+            out.append(Entry(batch.timestamp_ms, len(chunk), remote_write.encode(chunk)))
             continue
-        series.append(one)
-    return [Entry(batch.timestamp_ms, len(chunk), remote_write.encode(chunk))
-            for chunk in (series[i:i + max_samples] for i in range(0, len(series), max_samples))]
+        except remote_write.RemoteWriteError:
+            pass
+        good = []  # rare: an input bug; find the culprits one by one
+        for one in chunk:
+            try:
+                remote_write.check_labels(one[0])
+                good.append(one)
+            except remote_write.RemoteWriteError as exc:
+                dropped["rejected"] += 1
+                log.error("input %s: sample not pushed: %s", batch.input, exc)
+        if good:
+            out.append(Entry(batch.timestamp_ms, len(good), remote_write.encode(good)))
+    return out
 
 
 # ---------------------------------------------------------------- wiring
