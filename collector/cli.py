@@ -30,6 +30,7 @@ SUBCOMMANDS = {
     "token": "collector.cli:token_main",
     "enroll-key": "collector.cli:enroll_key_main",
     "dashboards": "dashboards.__main__:main",
+    "status": "collector.status:main",
 }
 
 
