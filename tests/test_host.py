@@ -477,6 +477,14 @@ def test_windows_network_drives_when_asked():
     assert mounts == {"C:\\", "E:\\", "Z:\\"}
 
 
+def test_boot_time_is_held_steady_until_a_real_reboot():
+    boots = iter([1_732_600_000.42, 1_732_600_000.91, 1_732_599_999.87, 1_732_700_000.2])
+    inp = HostInput(Config(), ps=windows_desktop(boot_time=lambda: next(boots)), system="windows",
+                    read=FakeFiles({}).read, listdir=FakeFiles({}).listdir, windows_disk=lambda dev: ("ssd", ""))
+    seen = [value(inp.collect(), "node_boot_time_seconds") for _ in range(4)]
+    assert seen == [1_732_600_000.42, 1_732_600_000.42, 1_732_600_000.42, 1_732_700_000.2]
+
+
 def test_battery_on_mains_has_no_time_left():
     ps = linux_laptop(sensors_battery=Battery(100.0, psutil.POWER_TIME_UNLIMITED, True))
     _, samples = collect_linux(ps=ps)

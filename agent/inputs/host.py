@@ -58,6 +58,9 @@ NODE_DISK_DEVICES_EXCLUDE = r"^(z?ram|loop|fd|(h|s|v|xv)d[a-z]|nvme\d+n\d+p)\d+$
 # File systems on another machine: a dead server can hang statfs, so they are off by default.
 REMOTE_FS_TYPES = re.compile(r"^(nfs4?|cifs|smb3?|smbfs|ncpfs|afs|9p|ceph|glusterfs|fuse\.sshfs|davfs|fuse\.rclone)$")
 
+# A boot time moving by less than this is the same boot (Windows computes it from the uptime)
+BOOT_TIME_TOLERANCE = 2.0
+
 # psutil's Windows CPU time fields -> node_exporter modes
 _WINDOWS_CPU_MODES = {"user": "user", "system": "system", "idle": "idle", "interrupt": "irq", "dpc": "softirq"}
 _GUEST_MODES = {"guest": "user", "guest_nice": "nice"}
@@ -374,6 +377,7 @@ class HostInput:
         self._failed_mounts: set = set()
         self._stuck_mounts: set = set()
         self.mount_timeout = min(5.0, section.timeout / 2)
+        self._boot_time: Optional[float] = None
 
     def collect(self) -> List[Sample]:
         ps = self.ps
@@ -393,12 +397,20 @@ class HostInput:
         pernic = {d: io for d, io in (ps.net_io_counters(pernic=True) or {}).items()
                   if not _excluded(self.patterns.net, d)}
         out += network_samples(pernic, ps.net_if_stats() if pernic else {})
-        out.append(sample("node_boot_time_seconds", ps.boot_time()))
+        out.append(sample("node_boot_time_seconds", self.boot_time()))
         if self.section.sensors:
             out += self.sensors()
         return out
 
     # ------------------------------------------------------------ parts
+
+    def boot_time(self) -> float:
+        """psutil's boot time, held steady: on Windows it is now minus uptime and wobbles by a
+        fraction of a second between calls, which would look like reboots to ``changes()``."""
+        now = self.ps.boot_time()
+        if self._boot_time is None or abs(now - self._boot_time) > BOOT_TIME_TOLERANCE:
+            self._boot_time = now
+        return self._boot_time
 
     def filesystems(self) -> List[Sample]:
         out: List[Sample] = []
