@@ -31,6 +31,7 @@ SUBCOMMANDS = {
     "enroll-key": "collector.cli:enroll_key_main",
     "dashboards": "dashboards.__main__:main",
     "status": "collector.status:main",
+    "report": "collector.report:main",
 }
 
 

@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(prometheus prometheus-alertmanager snmpd snmp victoria-metrics
   prometheus-node-exporter prometheus-snmp-exporter prometheus-blackbox-exporter
-  fping smartmontools nftables iproute2 chromium poppler-utils python3-venv)
+  fping smartmontools nftables iproute2 chromium poppler-utils python3-venv
+  libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core)
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

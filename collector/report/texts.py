@@ -1,0 +1,170 @@
+"""Words and number/date formats of the replacement report, in Vietnamese and English."""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Dict, Optional
+
+LANGS = ("vi", "en")
+
+_MONTHS_EN = ["January", "February", "March", "April", "May", "June", "July", "August",
+              "September", "October", "November", "December"]
+
+TEXT: Dict[str, Dict[str, str]] = {
+    "title": {"vi": "Báo cáo đề xuất thay thế thiết bị CNTT",
+              "en": "IT equipment replacement report"},
+    "subtitle": {"vi": "Trung tâm Phục vụ hành chính công cấp xã — {period}",
+                 "en": "Commune Public Administration Service Centers — {period}"},
+    "generated": {"vi": "Lập ngày {date} từ dữ liệu giám sát ({source}).",
+                  "en": "Generated on {date} from monitoring data ({source})."},
+    "province_summary": {"vi": "Tổng hợp toàn tỉnh", "en": "Province summary"},
+    "summary_intro": {
+        "vi": "Điểm thay thế từ 0 (giữ lại) đến 100 (nên thay); từ {replace} điểm trở lên: đề xuất thay, "
+              "từ {watch} điểm: theo dõi.",
+        "en": "Replacement score from 0 (keep) to 100 (replace); {replace} and above: replace, "
+              "{watch} and above: watch."},
+    "kind": {"vi": "Loại thiết bị", "en": "Kind"},
+    "devices": {"vi": "Số thiết bị", "en": "Devices"},
+    "status_replace": {"vi": "Đề xuất thay", "en": "Replace"},
+    "status_watch": {"vi": "Theo dõi", "en": "Watch"},
+    "status_ok": {"vi": "Tốt", "en": "Keep"},
+    "status_nodata": {"vi": "Chưa có dữ liệu", "en": "No data"},
+    "total": {"vi": "Tổng", "en": "Total"},
+    "estimated": {"vi": "Ước tính cần thay: {n} thiết bị.", "en": "Estimated to replace: {n} devices."},
+    "commune": {"vi": "Xã/phường", "en": "Commune"},
+    "ranked": {"vi": "Thiết bị theo thứ tự ưu tiên thay thế", "en": "Devices ranked for replacement"},
+    "rank": {"vi": "Hạng", "en": "Rank"},
+    "device": {"vi": "Thiết bị", "en": "Device"},
+    "model": {"vi": "Model", "en": "Model"},
+    "location": {"vi": "Vị trí", "en": "Location"},
+    "age": {"vi": "Tuổi", "en": "Age"},
+    "score": {"vi": "Điểm", "en": "Score"},
+    "reason": {"vi": "Lý do chính", "en": "Main reason"},
+    "status": {"vi": "Đánh giá", "en": "Status"},
+    "evidence": {"vi": "Căn cứ", "en": "Evidence"},
+    "factor": {"vi": "Yếu tố", "en": "Factor"},
+    "value": {"vi": "Mức (0–1)", "en": "Level (0–1)"},
+    "measured": {"vi": "Số liệu đo được", "en": "Measured"},
+    "trend": {"vi": "Diễn biến theo ngày", "en": "Daily trend"},
+    "no_data": {"vi": "không có dữ liệu", "en": "no data"},
+    "years": {"vi": "{n} năm", "en": "{n} years"},
+    "software": {"vi": "Phần mềm nghiệp vụ: tỷ lệ sẵn sàng", "en": "Business software availability"},
+    "service": {"vi": "Dịch vụ", "en": "Service"},
+    "availability": {"vi": "Sẵn sàng", "en": "Available"},
+    "response": {"vi": "Thời gian phản hồi TB", "en": "Mean response time"},
+    "links": {"vi": "Chất lượng đường truyền", "en": "Link quality"},
+    "hop": {"vi": "Chặng", "en": "Hop"},
+    "loss": {"vi": "Mất gói", "en": "Packet loss"},
+    "rtt": {"vi": "Độ trễ TB", "en": "Mean latency"},
+    "where_fault": {
+        "vi": "Nếu phần mềm chậm hoặc mất kết nối trong khi đường truyền tốt, lỗi nằm ở máy chủ dịch vụ chứ "
+              "không phải ở thiết bị của xã.",
+        "en": "Where software is slow or down while the links are good, the fault lies with the service's "
+              "servers, not with the commune's equipment."},
+    "no_devices": {"vi": "Không có thiết bị nào trong kỳ.", "en": "No devices in this period."},
+    "csv_note": {"vi": "", "en": ""},
+}
+
+KINDS = {
+    "pc": {"vi": "Máy tính để bàn", "en": "Desktop PC"},
+    "laptop": {"vi": "Máy tính xách tay", "en": "Laptop"},
+    "printer": {"vi": "Máy in", "en": "Printer"},
+    "router": {"vi": "Bộ định tuyến", "en": "Router"},
+    "ups": {"vi": "Bộ lưu điện (UPS)", "en": "UPS"},
+}
+
+HOPS = {
+    "gateway": {"vi": "Mạng nội bộ → gateway", "en": "LAN → gateway"},
+    "isp": {"vi": "Nhà mạng (ISP)", "en": "ISP"},
+    "upstream": {"vi": "Internet / trục", "en": "Upstream"},
+    "service": {"vi": "Máy chủ dịch vụ", "en": "Service"},
+}
+
+FACTORS = {
+    "age": {"vi": "Tuổi thiết bị", "en": "Age"},
+    "memory_pressure": {"vi": "Thiếu RAM", "en": "Memory pressure"},
+    "cpu_saturation": {"vi": "CPU quá tải", "en": "CPU saturation"},
+    "disk_health": {"vi": "Sức khỏe ổ cứng", "en": "Disk health"},
+    "hdd": {"vi": "Ổ cứng cơ trên máy yếu", "en": "HDD on a slow machine"},
+    "battery_wear": {"vi": "Chai pin", "en": "Battery wear"},
+    "pages": {"vi": "Số trang đã in", "en": "Pages printed"},
+    "error_time": {"vi": "Thời gian lỗi", "en": "Error time"},
+    "offline": {"vi": "Mất kết nối", "en": "Offline time"},
+    "reboots": {"vi": "Khởi động lại", "en": "Reboots"},
+    "interface_errors": {"vi": "Lỗi cổng mạng", "en": "Interface errors"},
+    "gateway_loss": {"vi": "Mất gói tới gateway", "en": "Gateway packet loss"},
+    "battery_replace": {"vi": "Ắc quy cần thay", "en": "Battery replacement"},
+    "battery_runtime": {"vi": "Thời gian lưu điện", "en": "Battery runtime"},
+    "none": {"vi": "—", "en": "—"},
+}
+
+# Measured-value sentences per factor; {placeholders} are filled with formatted numbers.
+EVIDENCE = {
+    "age": {"vi": "{years} năm tuổi (tuổi thọ thiết kế {rated} năm)",
+            "en": "{years} years old (rated life {rated} years)"},
+    "memory_pressure": {"vi": "RAM trống < 10 % trong {share} thời gian",
+                        "en": "RAM available < 10 % during {share} of the time"},
+    "cpu_saturation": {"vi": "CPU > 90 % trong {share} giờ làm việc",
+                       "en": "CPU > 90 % during {share} of office hours"},
+    "disk_health": {"vi": "SMART: {reallocated} sector bị cấp phát lại, {pending} sector chờ xử lý{failing}",
+                    "en": "SMART: {reallocated} reallocated sectors, {pending} pending sectors{failing}"},
+    "disk_failing": {"vi": "; ổ cứng báo HỎNG", "en": "; the disk reports FAILING"},
+    "hdd": {"vi": "Ổ cứng cơ (HDD), RAM {ram} GB", "en": "Rotating disk (HDD), {ram} GB of RAM"},
+    "battery_wear": {"vi": "Pin còn {capacity} dung lượng thiết kế",
+                     "en": "Battery holds {capacity} of its design capacity"},
+    "pages": {"vi": "Đã in {pages} trang / tuổi thọ {rated} trang",
+              "en": "{pages} pages printed of {rated} rated"},
+    "error_time": {"vi": "{minutes} phút kẹt giấy, mở nắp hoặc cần bảo trì trên 1.000 trang",
+                   "en": "{minutes} minutes jammed, door open or service requested per 1,000 pages"},
+    "offline": {"vi": "Mất kết nối trong {share} giờ làm việc",
+                "en": "Unreachable during {share} of office hours"},
+    "reboots": {"vi": "Khởi động lại {count} lần trong kỳ", "en": "{count} restarts in the period"},
+    "interface_errors": {"vi": "{share} gói tin bị lỗi trên các cổng", "en": "{share} of packets errored"},
+    "gateway_loss": {"vi": "Mất {share} gói ping tới gateway (trung bình của xã)",
+                     "en": "{share} echo loss to the gateway (commune average)"},
+    "battery_replace": {"vi": "UPS báo cần thay ắc quy", "en": "The UPS asks for a new battery"},
+    "battery_runtime": {"vi": "Thời gian lưu điện còn {minutes} phút",
+                        "en": "Battery runtime down to {minutes} minutes"},
+}
+
+SPARK = {
+    "pc": {"vi": "RAM trống (TB ngày)", "en": "RAM available (daily mean)"},
+    "laptop": {"vi": "RAM trống (TB ngày)", "en": "RAM available (daily mean)"},
+    "printer": {"vi": "Số trang in mỗi ngày", "en": "Pages per day"},
+    "router": {"vi": "Mất gói tới gateway (TB ngày)", "en": "Gateway packet loss (daily mean)"},
+    "ups": {"vi": "Mức pin thấp nhất trong ngày", "en": "Lowest battery charge per day"},
+}
+
+
+def t(key: str, lang: str, **kw) -> str:
+    return TEXT[key][lang].format(**kw)
+
+
+def label(table: Dict[str, Dict[str, str]], key: str, lang: str) -> str:
+    entry = table.get(key)
+    return entry[lang] if entry else key
+
+
+def number(value: float, lang: str, decimals: int = 0) -> str:
+    """1240.5 -> '1.240,5' (vi) or '1,240.5' (en)."""
+    text = f"{value:,.{decimals}f}"
+    if lang == "vi":
+        text = text.replace(",", "\x00").replace(".", ",").replace("\x00", ".")
+    return text
+
+
+def percent(ratio: float, lang: str) -> str:
+    decimals = 1 if 0 < abs(ratio) < 0.1 else 0
+    return f"{number(ratio * 100, lang, decimals)} %"
+
+
+def date(day: dt.date, lang: str) -> str:
+    if lang == "vi":
+        return f"{day.day:02d}/{day.month:02d}/{day.year}"
+    return f"{day.day} {_MONTHS_EN[day.month - 1][:3]} {day.year}"
+
+
+def period_name(start: dt.date, end: dt.date, lang: str, month: Optional[bool] = None) -> str:
+    """'Tháng 11/2026' / 'November 2026' for a whole month, else 'from – to'."""
+    if month:
+        return f"Tháng {start.month}/{start.year}" if lang == "vi" else f"{_MONTHS_EN[start.month - 1]} {start.year}"
+    return f"{date(start, lang)} – {date(end, lang)}"

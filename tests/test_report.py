@@ -1,0 +1,304 @@
+"""The replacement report on the real pipeline: a month of synthetic device history is pushed
+through the real collector (which stamps commune and agent, and exports the fleet inventory) into
+a real Prometheus evaluating the project's recording rules; the report must rank the worn-out PC
+above the healthy one and show the figures the history was built with. The HTML is rendered in
+headless Chromium and the PDF converted with pdftoppm.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agent.remote_write import encode
+from collector.report import gather as gather_mod
+from collector.report import render, texts
+from collector.report.promapi import Prometheus, ReportError
+from tests.support import REPO, VENV_BIN, free_port, prom_query, start_prometheus, wait_until
+from tests.test_collector_ingest import add_token, post, start_collector
+
+pytestmark = pytest.mark.slow
+
+COMMUNE = "09667"
+STEP = 120  # seconds between synthetic samples (two in every 5-minute rate window)
+DAYS = 27
+FLEET = {
+    "communes": [{"code": COMMUNE, "name": "Xã Tân Lập", "province": "Phú Thọ"}],
+    "devices": [
+        {"id": "pc-old", "commune": COMMUNE, "kind": "pc", "model": "Dell OptiPlex 3020",
+         "location": "Bộ phận một cửa", "purchase_date": "2020-01-15", "rated_life_years": 5, "agent": "pc-old"},
+        {"id": "pc-new", "commune": COMMUNE, "kind": "pc", "model": "HP ProDesk 400 G9",
+         "location": "Phòng kế toán", "purchase_date": "2025-06-01", "agent": "pc-new"},
+        {"id": "printer-1", "commune": COMMUNE, "kind": "printer", "model": "Canon LBP2900",
+         "location": "Bộ phận một cửa", "purchase_date": "2019-05-01", "rated_life_pages": 50000,
+         "agent": "pc-old", "target": "printer-1"},
+    ],
+}
+
+
+def history(agent: str, origin: int, start: int, end: int):
+    """Series of one agent from start to end (seconds), one sample every STEP; counters count from origin."""
+    out = {}
+
+    def add(value, ts, **labels):
+        key = tuple(sorted(labels.items()))
+        out.setdefault(key, (labels, []))[1].append((float(value), ts * 1000))
+
+    for ts in range(start, end, STEP):
+        hour = (ts // 3600) % 24
+        elapsed = ts - origin
+        if agent == "pc-old":
+            add(4e9, ts, __name__="node_memory_MemTotal_bytes")
+            # under 10 % available 9 hours of every 24: 37.5 % of the time
+            add(0.2e9 if hour < 9 else 2e9, ts, __name__="node_memory_MemAvailable_bytes")
+            add(elapsed * 0.5, ts, __name__="node_cpu_seconds_total", cpu="0", mode="idle")
+            add(24, ts, __name__="commune_smart_reallocated_sectors", device="sda")
+            add(0, ts, __name__="commune_smart_pending_sectors", device="sda")
+            add(1, ts, __name__="commune_smart_healthy", device="sda")
+            add(1, ts, __name__="commune_disk_info", device="sda", type="hdd", model="WDC WD5000AAKX")
+            # the printer it polls: 100 pages a day, jammed one hour a day
+            add(40000 + elapsed * 100 / 86400, ts, __name__="commune_printer_pages_total",
+                target="printer-1", marker="1")
+            add(1 if hour == 3 else 0, ts, __name__="commune_printer_error_state", target="printer-1",
+                condition="jammed")
+            add(1, ts, __name__="commune_snmp_up", target="printer-1")
+            add(0.02, ts, __name__="commune_icmp_packet_loss_ratio", target="gateway", address="192.0.2.1",
+                hop="gateway")
+            add(0.004, ts, __name__="commune_icmp_rtt_avg_seconds", target="gateway", address="192.0.2.1",
+                hop="gateway")
+            # the portal is down 2 hours a day
+            add(0 if hour in (10, 11) else 1, ts, __name__="probe_success", target="dvc", module="portal",
+                hop="service")
+            add(0.8, ts, __name__="probe_duration_seconds", target="dvc", module="portal", hop="service")
+            add(1, ts, __name__="commune_probe_target_info", target="dvc", module="portal",
+                service="dichvucong", prober="http", hop="service")
+        else:
+            add(16e9, ts, __name__="node_memory_MemTotal_bytes")
+            add(10e9, ts, __name__="node_memory_MemAvailable_bytes")
+            add(elapsed * 0.9, ts, __name__="node_cpu_seconds_total", cpu="0", mode="idle")
+            add(0, ts, __name__="commune_smart_reallocated_sectors", device="nvme0n1")
+            add(0, ts, __name__="commune_smart_pending_sectors", device="nvme0n1")
+            add(1, ts, __name__="commune_smart_healthy", device="nvme0n1")
+            add(1, ts, __name__="commune_disk_info", device="nvme0n1", type="ssd", model="Samsung PM991")
+    return list(out.values())
+
+
+def fast_rules(tmp: Path) -> list:
+    """The project's rules with every group interval shortened to 2s (windows unchanged)."""
+    out = []
+    for path in sorted((REPO / "collector" / "rules").glob("*.yml")):
+        data = yaml.safe_load(path.read_text())
+        for group in data["groups"]:
+            group["interval"] = "2s"
+        dest = tmp / path.name
+        dest.write_text(yaml.safe_dump(data))
+        out.append(dest)
+    return out
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("report")
+    fleet = tmp / "fleet.yaml"
+    fleet.write_text(yaml.safe_dump(FLEET, allow_unicode=True))
+    prom, prom_url = start_prometheus(tmp, rule_files=fast_rules(tmp), ooo_window="40d",
+                                      evaluation_interval="2s")
+    procs = [prom]
+    try:
+        coll, coll_url, state = start_collector(tmp, [prom_url + "/api/v1/write"],
+                                                extra={"fleet_file": str(fleet)})
+        procs.append(coll)
+        # Prometheus scrapes the collector for the inventory (honor_labels keeps commune/agent)
+        cfg = yaml.safe_load((tmp / "prometheus.yml").read_text())
+        cfg["scrape_configs"] = [{"job_name": "collector", "honor_labels": True,
+                                  "static_configs": [{"targets": [coll_url.split("//")[1]]}]}]
+        (tmp / "prometheus.yml").write_text(yaml.safe_dump(cfg))
+        subprocess.run(["curl", "-s", "-X", "POST", prom_url + "/-/reload"], check=False, timeout=30)
+        tokens = {a: add_token(state, COMMUNE, a) for a in ("pc-old", "pc-new")}
+        now = int(time.time())
+        start = now - DAYS * 86400 - 3600  # a whole number of STEPs before now: the last sample is fresh
+        for day_start in range(start, now + 1, 86400):  # oldest first, one day per request
+            for agent, token in tokens.items():
+                body = encode(history(agent, start, day_start, min(day_start + 86400, now + 1)))
+                status, text = post(coll_url + "/api/v1/write", body, token)
+                assert status == 204, text
+        written = time.time()
+        # scores evaluated (every 2 s) after the whole history was in, for every device
+        fresh = f"timestamp(commune:device_replacement_score:top_reason) > {written + 1}"
+        wait_until(lambda: len(prom_query(prom_url, fresh)) == 3, timeout=120, what="every device scored")
+        yield prom_url, tmp
+    finally:
+        for p in reversed(procs):
+            p.stop()
+
+
+def period_text() -> str:
+    today = dt.datetime.now(gather_mod.VN).date()
+    return f"{today - dt.timedelta(days=DAYS - 1)}..{today}"
+
+
+def test_report_ranks_worn_device_first_with_its_evidence(pipeline):
+    prom_url, _ = pipeline
+    report = gather_mod.gather(Prometheus(prom_url), gather_mod.parse_period(period_text()))
+    assert [c.code for c in report.communes] == [COMMUNE]
+    block = report.communes[0]
+    assert block.name == "Xã Tân Lập" and block.province == "Phú Thọ"
+    rows = {d.device: d for d in block.devices}
+    assert set(rows) == {"pc-old", "pc-new", "printer-1"}
+    old, new = rows["pc-old"], rows["pc-new"]
+    assert old.score is not None and new.score is not None
+    assert old.score > new.score
+    pcs = [d.device for d in block.devices if d.kind == "pc"]
+    assert pcs == ["pc-old", "pc-new"]
+    factors = {f.name: f for f in old.factors}
+    assert factors["age"].evidence["years"] == pytest.approx(
+        (time.time() - dt.datetime(2020, 1, 15, tzinfo=gather_mod.VN).timestamp()) / gather_mod.YEAR, abs=0.01)
+    assert factors["age"].level == 1.0  # past its 5-year rated life
+    assert factors["memory_pressure"].evidence["memory_pressure_share"] == pytest.approx(0.375, abs=0.02)
+    assert factors["disk_health"].evidence["smart_reallocated"] == 24
+    assert factors["cpu_saturation"].evidence["cpu_saturated_share"] == 0  # busy 50 %, never saturated
+    assert factors["hdd"].evidence == {"has_hdd": 1.0, "memory_total_bytes": 4e9}
+    assert factors["hdd"].level == 1.0  # HDD on a 4 GB machine
+    assert evidence(old, "disk_health", "en") == "SMART: 24 reallocated sectors, 0 pending sectors"
+    assert evidence(old, "hdd", "vi") == "Ổ cứng cơ (HDD), RAM 4,0 GB"
+    assert old.reason in {f for f, row in factors.items() if row.level}  # the dominant reason is a factor
+    assert new.status == "ok" and {f.name: f.level for f in new.factors}["disk_health"] == 0
+    printer = {f.name: f for f in rows["printer-1"].factors}
+    assert printer["pages"].evidence["rated_pages"] == 50000
+    # 60 jammed minutes for every 100 pages printed: 600 minutes per 1,000 pages
+    ev = printer["error_time"].evidence
+    assert ev["error_minutes"] / ev["pages_in_period"] * 1000 == pytest.approx(600, rel=0.05)
+    assert re.fullmatch(r"6\d\d\.\d minutes jammed, door open or service requested per 1,000 pages",
+                        evidence(rows["printer-1"], "error_time", "en"))
+    assert len(old.daily) >= DAYS - 2
+    # software availability and link quality of the commune
+    (service, share, resp), = block.availability
+    assert service == "dichvucong" and share == pytest.approx(22 / 24, abs=0.02) and resp == pytest.approx(0.8)
+    assert block.links == [("gateway", pytest.approx(0.02), pytest.approx(0.004))]
+    assert report.summary()["pc"]["ok"] >= 1
+
+
+def evidence(device, factor: str, lang: str) -> str:
+    return render.evidence_text(next(f for f in device.factors if f.name == factor), lang)
+
+
+def run_report(prom_url: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(VENV_BIN / "commune-collector"), "report", "--prometheus", prom_url, *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+def chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        pytest.fail("chromium is not installed; tests/run.sh installs it (apt chromium)")
+    return path
+
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--hide-scrollbars"]
+
+
+def test_html_report_renders_in_chromium(pipeline, tmp_path):
+    prom_url, _ = pipeline
+    out = tmp_path / "report.html"
+    proc = run_report(prom_url, "--period", period_text(), "--lang", "en", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "1 communes, 3 devices" in proc.stderr
+    page = out.read_text()
+    assert "<link" not in page and "<script" not in page and "src=\"http" not in page  # self-contained
+    browser = chromium()
+    profile = tmp_path / "profile"
+    dom = subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", out.as_uri()],
+                         capture_output=True, text=True, timeout=120).stdout
+    for heading in ("IT equipment replacement report", "Province summary", "Devices ranked for replacement",
+                    "Business software availability", "Link quality"):
+        assert f">{heading}</h" in dom, heading
+    ranked = dom.split("Devices ranked for replacement")[1].split("</table>")[0]
+    assert ranked.index("pc-old") < ranked.index("pc-new")
+    assert "SMART: 24 reallocated sectors, 0 pending sectors" in dom
+    shot = tmp_path / "report.png"
+    subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={shot}",
+                    "--window-size=1400,1800", out.as_uri()], capture_output=True, timeout=120)
+    assert_not_blank(shot)
+
+
+def assert_not_blank(png: Path, min_dark: int = 500) -> None:
+    from PIL import Image
+
+    with Image.open(png) as img:
+        gray = img.convert("L")
+        lo, hi = gray.getextrema()
+        dark = sum(gray.histogram()[:128])
+    assert hi - lo > 100 and dark > min_dark, f"{png.name} looks empty ({dark} dark pixels)"
+
+
+def test_pdf_report_pages(pipeline, tmp_path):
+    prom_url, _ = pipeline
+    out = tmp_path / "report.pdf"
+    proc = run_report(prom_url, "--period", period_text(), "--lang", "vi", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    info = subprocess.run(["pdfinfo", str(out)], capture_output=True, text=True, timeout=60).stdout
+    pages = int(re.search(r"Pages:\s+(\d+)", info).group(1))
+    assert pages >= 2  # province summary, then each commune on a page of its own
+    subprocess.run(["pdftoppm", "-png", "-r", "40", str(out), str(tmp_path / "page")], check=True, timeout=120)
+    pngs = sorted(tmp_path.glob("page-*.png"))
+    assert len(pngs) == pages
+    for png in pngs:
+        assert_not_blank(png, min_dark=50)  # 40 dpi: a page with one short table has few dark pixels
+    text = subprocess.run(["pdftotext", str(out), "-"], capture_output=True, text=True, timeout=60).stdout
+    assert "Báo cáo đề xuất thay thế thiết bị CNTT" in text and "pc-old" in text
+
+
+def test_csv_report(pipeline, tmp_path):
+    prom_url, _ = pipeline
+    out = tmp_path / "report.csv"
+    proc = run_report(prom_url, "--period", period_text(), "--lang", "en", "--commune", COMMUNE, "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    import csv
+
+    rows = list(csv.DictReader(out.read_text(encoding="utf-8-sig").splitlines()))
+    smart = [r for r in rows if r["Device"] == "pc-old" and r["Factor"] == "disk_health"]
+    assert smart and smart[0]["Measured"] == "SMART: 24 reallocated sectors, 0 pending sectors"
+
+
+def test_clear_errors(pipeline, tmp_path, prometheus):
+    prom_url, _ = pipeline
+    out = str(tmp_path / "r.html")
+    proc = run_report(prom_url, "--period", period_text(), "--commune", "99999", "--out", out)
+    assert proc.returncode == 1
+    assert "report: unknown commune 99999: this Prometheus knows 09667" in proc.stderr
+    closed = f"http://127.0.0.1:{free_port()}"
+    proc = run_report(closed, "--period", period_text(), "--out", out)
+    assert proc.returncode == 1 and f"report: cannot reach Prometheus at {closed}" in proc.stderr
+    _, empty_url = prometheus  # a Prometheus with no data at all
+    proc = run_report(empty_url, "--period", period_text(), "--out", out)
+    assert proc.returncode == 1 and "report: no inventory in Prometheus" in proc.stderr
+    proc = run_report(prom_url, "--period", "2026-13", "--out", out)
+    assert proc.returncode == 1 and "--period: month must be 01-12" in proc.stderr
+
+
+@pytest.mark.parametrize("value,lang,text", [(1240.5, "vi", "1.240,5"), (1240.5, "en", "1,240.5"),
+                                             (0, "en", "0")])
+def test_number_formats(value, lang, text):
+    assert texts.number(value, lang, 1 if value % 1 else 0) == text
+
+
+def test_dates_and_periods():
+    assert texts.date(dt.date(2026, 11, 5), "vi") == "05/11/2026"
+    assert texts.date(dt.date(2026, 11, 5), "en") == "5 Nov 2026"
+    now = dt.datetime(2026, 11, 27, 10, tzinfo=gather_mod.VN)
+    p = gather_mod.parse_period("2026-11", now)
+    assert p.start == dt.datetime(2026, 11, 1, tzinfo=gather_mod.VN) and p.end == now and p.whole_month
+    p = gather_mod.parse_period("2026-10", now)
+    assert p.end == dt.datetime(2026, 11, 1, tzinfo=gather_mod.VN) and p.range == f"{31 * 86400}s"
+    for bad, msg in (("2026-12", "has not started yet"), ("nov", "expected YYYY-MM"),
+                     ("2026-11-05..2026-11-01", "is before")):
+        with pytest.raises(ReportError, match=msg):
+            gather_mod.parse_period(bad, now)
