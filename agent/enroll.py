@@ -62,6 +62,8 @@ def enroll(client, key: str, agent_id: str) -> dict:
 
 def _enroll_path(client) -> str:
     base = client.path.rstrip("/")
+    if base.endswith("/api/v1/write"):  # the push URL given instead of the collector's base URL
+        base = base[: -len("/api/v1/write")]
     return base + "/api/v1/enroll"
 
 

@@ -18,6 +18,7 @@ import collections
 import logging
 import os
 import re
+import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
@@ -128,7 +129,8 @@ class Push:
                                section.max_samples_per_request, section.min_backoff, section.max_backoff,
                                clock)
         self._pending: collections.deque = collections.deque()
-        self._overflow = 0
+        self._overflow = 0  # samples refused because the writer fell MAX_PENDING batches behind
+        self._overflow_lock = threading.Lock()
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._new: Optional[asyncio.Event] = None
         self._closed = False
@@ -138,7 +140,8 @@ class Push:
     def sink(self, batch) -> None:
         """Take one collection (called on the event loop: only an append to memory)."""
         if len(self._pending) >= MAX_PENDING:
-            self._overflow += len(batch.samples)
+            with self._overflow_lock:
+                self._overflow += len(batch.samples)
             return
         self._pending.append(batch)
         if self._loop is not None and self._new is not None:
@@ -151,12 +154,13 @@ class Push:
         batches = []
         while self._pending:
             batches.append(self._pending.popleft())
-        if self._overflow:
-            self.queue.dropped["queue_full"] += self._overflow
-            self._overflow = 0
+        with self._overflow_lock:
+            overflow, self._overflow = self._overflow, 0
+        if overflow:
+            self.queue.count_drop("queue_full", overflow)
         entries: List[Entry] = []
         for batch in batches:
-            entries.extend(encode_batch(batch, self.section.max_samples_per_request, self.queue.dropped))
+            entries.extend(encode_batch(batch, self.section.max_samples_per_request, self.queue.count_drop))
         self.queue.append(entries)
 
     # ------------------------------------------------------------ loops
@@ -224,8 +228,9 @@ class Push:
             sample("commune_agent_queue_oldest_age_seconds", round(age, 3)),
             sample("commune_agent_queue_corrupt_files_total", self.queue.corrupt_files),
         ]
-        dropped = dict(self.queue.dropped)
-        dropped["queue_full"] = dropped.get("queue_full", 0) + self._overflow
+        dropped = self.queue.drop_counts()
+        with self._overflow_lock:
+            dropped["queue_full"] += self._overflow
         out += [sample("commune_agent_queue_dropped_samples_total", n, reason=r) for r, n in sorted(dropped.items())]
         sh = self.shipper
         out += [
@@ -251,7 +256,7 @@ class QueueInput:
         return self.push.samples()
 
 
-def encode_batch(batch, max_samples: int, dropped) -> list:
+def encode_batch(batch, max_samples: int, count_drop) -> list:
     """A runner batch as queue entries of at most ``max_samples`` samples each. A sample a
     receiver would refuse (bad name or label) is left out and counted as ``rejected``."""
     from agent import remote_write
@@ -271,7 +276,7 @@ def encode_batch(batch, max_samples: int, dropped) -> list:
                 remote_write.check_labels(one[0])
                 good.append(one)
             except remote_write.RemoteWriteError as exc:
-                dropped["rejected"] += 1
+                count_drop("rejected", 1)
                 log.error("input %s: sample not pushed: %s", batch.input, exc)
         if good:
             out.append(Entry(batch.timestamp_ms, len(good), remote_write.encode(good)))

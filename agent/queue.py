@@ -273,7 +273,7 @@ class Queue:
     def _on_disk_full(self, entries: List[Entry]) -> None:
         need = sum(len(e.payload) for e in entries)
         freed = 0
-        if self._batches:
+        if self._batches and self._conn is not None:
             try:  # move the WAL into the database so its space is reused from the start
                 self._conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
             except sqlite3.DatabaseError:
@@ -375,6 +375,13 @@ class Queue:
             raise ValueError(f"unknown drop reason {reason!r}")
         self._remove(ids, reason)
 
+    def count_drop(self, reason: str, samples: int) -> None:
+        """Count samples given up before they reached the queue (thread-safe)."""
+        if reason not in DROP_REASONS:
+            raise ValueError(f"unknown drop reason {reason!r}")
+        with self._lock:
+            self.dropped[reason] += samples
+
     def _remove(self, ids: List[int], reason: Optional[str]) -> bool:
         if not ids:
             return True
@@ -442,6 +449,11 @@ class Queue:
                     self._open()
                 elif not _is_full(exc):
                     raise
+
+    def drop_counts(self) -> dict:
+        """Samples dropped so far by reason (a copy)."""
+        with self._lock:
+            return dict(self.dropped)
 
     def stats(self) -> Stats:
         with self._lock:

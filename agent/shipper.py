@@ -228,8 +228,15 @@ class Shipper:
         taken = self.queue.take(self.max_samples, newest=self._newest_turn)
         if taken is None:
             return None
-        raw = b"".join(remote_write.decompress(p) for p in taken.payloads)
-        body = remote_write.compress(raw)
+        parts = []
+        for rid, payload in zip(taken.ids, taken.payloads):
+            try:
+                parts.append(remote_write.decompress(payload))
+            except remote_write.RemoteWriteError as exc:  # passed its CRC, so written broken: a bug
+                log.error("push queue: batch %d cannot be read (%s); dropped", rid, exc)
+                self.queue.drop([rid], "corrupt")
+                return 0.0
+        body = remote_write.compress(b"".join(parts))
         headers = dict(remote_write.HEADERS)
         token = self.tokens.get()
         if token:

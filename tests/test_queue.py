@@ -210,8 +210,9 @@ def _fill(path: Path, leave: int) -> None:
         f.write(b"\0" * max(0, free - leave))
 
 
-def test_full_disk_never_raises_and_counts_drops(small_disk):
-    q = Queue(small_disk / "q.db", fsync="always")
+@pytest.mark.parametrize("fsync", ["always", "interval"])
+def test_full_disk_never_raises_and_counts_drops(small_disk, fsync):
+    q = Queue(small_disk / "q.db", fsync=fsync)
     q.append([entry(1, pad=300)])
     _fill(small_disk / "filler", leave=96 * 1024)
     n = 0

@@ -340,3 +340,26 @@ def test_real_victoria_metrics_receives_every_sample(tmp_path):
         wait_until(count, 30, what="VictoriaMetrics to show all 60 samples")
     finally:
         proc.stop()
+
+
+def test_a_queued_payload_that_is_not_snappy_is_dropped_as_corrupt(tmp_path, recorder, caplog):
+    sh = make(tmp_path, recorder.url)
+    sh.queue.append([Entry(int(time.time() * 1000), 5, b"\xff\xff\xff\xff\xff\xff not snappy")])
+    fill(sh.queue, int(time.time() * 1000))
+    assert sh.ship_once() == 0.0
+    assert sh.queue.dropped["corrupt"] == 5 and "cannot be read" in caplog.text
+    while sh.ship_once() == 0.0:
+        pass
+    assert len(recorder.requests) == 1 and sh.sent_samples == 3
+
+
+@pytest.mark.parametrize("given,path", [
+    ("https://collector.example:9722", "/api/v1/enroll"),
+    ("https://collector.example:9722/", "/api/v1/enroll"),
+    ("https://collector.example/monitor", "/monitor/api/v1/enroll"),
+    ("https://collector.example:9722/api/v1/write", "/api/v1/enroll"),
+])
+def test_enroll_url_from_what_the_operator_typed(given, path):
+    from agent.enroll import _enroll_path
+
+    assert _enroll_path(HttpClient(given)) == path
