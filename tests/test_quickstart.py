@@ -164,6 +164,19 @@ def test_quickstart_runs_the_stack_again_idempotently_and_stops_it(stack):
         copies = [p for p in _all_pids() if needle in cmdline(p) and _component_of(cmdline(p)) == name]
         assert copies == [started[name]], (name, copies)
 
+    # a changed agent config restarts the agent only, with the token it already has
+    fragment = Path(saved(prefix)["SAVED_AGENT_CONFIG"])
+    fragment.write_text(fragment.read_text().replace("interval: 2s, timeout: 2s", "interval: 3s, timeout: 3s"))
+    third = quickstart("start", "--prefix", prefix)
+    assert third.returncode == 0, third.stdout + third.stderr
+    assert "quickstart: agent: configuration changed, restarting" in third.stdout
+    assert "enrolled" not in third.stdout
+    for name in ("prometheus", "alertmanager", "collector"):
+        assert f"quickstart: {name} already running (pid {started[name]})" in third.stdout
+    assert not alive(started["agent"])
+    started["agent"] = pids(prefix)["agent"]
+    assert alive(started["agent"])
+
     # the status command sees the commune online once Prometheus scraped the collector
     def online():
         proc = subprocess.run([str(VENV_BIN / "commune-collector"), "status", "--prometheus", prom, "--json"],
