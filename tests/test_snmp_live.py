@@ -199,10 +199,12 @@ def test_shared_recordings_over_udp(sim):
 
 def test_silent_target_does_not_delay_the_others(sim, silent_port):
     cfg = section([
-        {"name": "printer", "address": "127.0.0.1", "port": sim, "auth": "printer", "interval": "1s"},
-        {"name": "router", "address": "127.0.0.1", "port": sim, "auth": "router", "interval": "1s"},
-        {"name": "dead", "address": "127.0.0.1", "port": silent_port, "auth": "printer", "interval": "10s",
-         "timeout": "1s", "retries": 1, "deadline": "4s"},
+        {"name": "printer", "address": "127.0.0.1", "port": sim, "auth": "printer", "interval": "2s",
+         "deadline": "2s"},
+        {"name": "router", "address": "127.0.0.1", "port": sim, "auth": "router", "interval": "2s",
+         "deadline": "2s"},
+        {"name": "dead", "address": "127.0.0.1", "port": silent_port, "auth": "printer", "interval": "20s",
+         "timeout": "2s", "retries": 2, "deadline": "7s"},
     ], v2c("printer", "router"), max_concurrency=2)
     inputs = build(cfg, None)
     batches = []

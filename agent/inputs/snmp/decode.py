@@ -182,11 +182,11 @@ def decode_printer(v: Values, target: str) -> List[Sample]:
             code=ALERT_CODES.get(code, str(code if code is not None else "")),
             description=text(row.get("prtAlertDescription"))))
     for idx, row in v.table("prtInputMaxCapacity", "prtInputCurrentLevel", "prtInputName").items():
-        labels = {"target": target, "index": _index(idx), "name": text(row.get("prtInputName"))}
         for metric, col in (("commune_printer_input_tray_level", "prtInputCurrentLevel"),
                             ("commune_printer_input_tray_max_capacity", "prtInputMaxCapacity")):
             if isinstance(row.get(col), int):
-                out.append(Sample(metric, dict(labels), float(row[col])))
+                out.append(sample(metric, row[col], target=target, index=_index(idx),
+                                  name=text(row.get("prtInputName"))))
     for idx, row in v.table("prtCoverDescription", "prtCoverStatus").items():
         status = row.get("prtCoverStatus")
         if isinstance(status, int):
