@@ -306,3 +306,25 @@ def test_periodic_discovery_input(lan):
              if s.name == "commune_snmp_discovered_device_info"}
     assert kinds == {"127.0.0.2": "printer", "127.0.0.3": "router", "127.0.0.4": "ups", "127.0.0.5": "ups"}
     assert value(samples, "commune_snmp_discovery_devices", subnet="127.0.0.0/29") == 4
+
+
+def test_ipv6_loopback_target(tmp_path):
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s:
+        s.bind(("::1", 0))
+        port = s.getsockname()[1]
+    tmp = Path(tmp_path)
+    (tmp / "data").mkdir()
+    (tmp / "cache").mkdir()
+    shutil.copyfile(OWN / "ups_apc.snmprec", tmp / "data" / "ups.snmprec")
+    proc = Proc([str(VENV_BIN / "snmpsim-command-responder"), f"--data-dir={tmp / 'data'}",
+                 f"--cache-dir={tmp / 'cache'}", f"--agent-udpv6-endpoint=[::1]:{port}"], tmp / "snmpsim.log",
+                env=dict(os.environ, SNMPSIM_ALLOW_ROOT="true"))
+    try:
+        wait_until(lambda: proc.alive() and "Listening at UDP/IPv6 endpoint" in proc.log(), 60,
+                   what="snmpsim on ::1")
+        got = poll(section([{"name": "ups6", "address": "::1", "port": port, "auth": "ups"}], v2c("ups")))
+        s = got["ups6"]
+        assert value(s, "commune_snmp_up", target="ups6") == 1
+        assert value(s, "commune_ups_battery_replace", target="ups6") == 1
+    finally:
+        proc.stop()
