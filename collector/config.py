@@ -123,6 +123,12 @@ class Limits:
     max_label_value_length: int = 1024
     # Write requests handled at once; more answer 429 so the agents back off and retry.
     max_concurrent_requests: int = 64
+    # Samples older than this are dropped and counted. Keep it at most Prometheus'
+    # storage.tsdb.out_of_order_time_window, which refuses older samples anyway.
+    max_sample_age: Duration = Duration(7 * 86400)
+    # Samples further ahead of the collector's clock are dropped and counted (a PC with a wrong
+    # clock would otherwise move Prometheus' head into the future and make everyone's data "too old").
+    max_clock_skew: Duration = Duration(600)
 
     def validate(self) -> Iterator[tuple]:
         for name in ("max_body_size", "max_decoded_size", "max_series_per_request", "max_samples_per_request",
@@ -130,6 +136,8 @@ class Limits:
                      "max_concurrent_requests"):
             if getattr(self, name) <= 0:
                 yield name, "must be greater than 0"
+        if self.max_sample_age <= 0:
+            yield "max_sample_age", "must be greater than 0s"
         if 0 < self.max_decoded_size < self.max_body_size:
             yield "max_decoded_size", "must not be smaller than max_body_size"
 

@@ -10,7 +10,9 @@
 Answers to ``/api/v1/write`` (the agent retries on 5xx and 429 only, and drops on other 4xx):
 
     204  every upstream accepted the batch
-    400  malformed body, a series over a limit, or an upstream refused the data itself (400/422)
+    400  malformed body, a series over a limit, every sample outside the accepted time range, or an
+         upstream refused the data itself (400/422); samples outside the range in a request with
+         others are dropped and counted (commune_collector_samples_dropped_total)
     401  no token or an unknown or revoked token
     413  body (or its decoded size) over the limit
     415  Content-Encoding other than snappy
@@ -92,6 +94,23 @@ def check_limits(series: List[Tuple[dict, list]], limits) -> int:
     return total
 
 
+def drop_out_of_range(series: List[Tuple[dict, list]], now_ms: int, limits) -> Tuple[List[Tuple[dict, list]], int, int]:
+    """Keep samples within [now - max_sample_age, now + max_clock_skew]; return (kept, too old, in future)."""
+    oldest = now_ms - int(limits.max_sample_age * 1000)
+    newest = now_ms + int(limits.max_clock_skew * 1000)
+    kept, too_old, ahead = [], 0, 0
+    for labels, samples in series:
+        if all(oldest <= ts <= newest for _, ts in samples):
+            kept.append((labels, samples))
+            continue
+        good = [(v, ts) for v, ts in samples if oldest <= ts <= newest]
+        too_old += sum(1 for _, ts in samples if ts < oldest)
+        ahead += sum(1 for _, ts in samples if ts > newest)
+        if good:
+            kept.append((labels, good))
+    return kept, too_old, ahead
+
+
 def stamp(series: List[Tuple[dict, list]], commune: str, agent: str) -> List[Tuple[dict, list]]:
     """Replace whatever identity labels the agent sent with those bound to its token."""
     out = []
@@ -101,6 +120,13 @@ def stamp(series: List[Tuple[dict, list]], commune: str, agent: str) -> List[Tup
         labels["agent"] = agent
         out.append((labels, samples))
     return out
+
+
+def _dur(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
 
 
 class Stats:
@@ -114,6 +140,7 @@ class Stats:
         self.rejected: Dict[str, int] = {}
         self.enrollments: Dict[str, int] = {}
         self.last_push: Dict[Tuple[str, str], float] = {}
+        self.dropped: Dict[str, int] = {"too_old": 0, "in_future": 0}
 
     def request(self, handler: str, code: int, seconds: float) -> None:
         key = (handler, str(code))
@@ -243,6 +270,19 @@ class Collector:
         if not series:
             self._pushed(identity)
             return web.Response(status=204)
+        series, too_old, ahead = drop_out_of_range(series, int(self.clock() * 1000), limits)
+        if too_old or ahead:
+            self.stats.dropped["too_old"] += too_old
+            self.stats.dropped["in_future"] += ahead
+            log.warning("dropped %d samples of %s/%s older than limits.max_sample_age and %d more than "
+                        "limits.max_clock_skew ahead", too_old, identity.commune, identity.agent, ahead)
+            if not series:
+                return self._text(400, f"all {samples} samples are outside the accepted time range "
+                                       f"(older than limits.max_sample_age {_dur(limits.max_sample_age)}: {too_old}, "
+                                       f"ahead of the collector's clock by more than limits.max_clock_skew "
+                                       f"{_dur(limits.max_clock_skew)}: {ahead}); is the agent's clock right?",
+                                  "out_of_range")
+            samples -= too_old + ahead
         try:
             out = encode(stamp(series, identity.commune, identity.agent))
         except RemoteWriteError as exc:  # e.g. an agent-sent label that only now breaks a rule
@@ -439,8 +479,10 @@ class Collector:
             out.append(sample("commune_collector_request_duration_seconds_total", secs, handler=handler))
         out.append(sample("commune_collector_received_bytes_total", st.received_bytes))
         out.append(sample("commune_collector_samples_received_total", st.samples_received))
-        for reason in ("unauthorized", "body_too_large", "malformed", "limits", "upstream_rejected",
-                       "upstream_unavailable"):
+        for reason, n in sorted(st.dropped.items()):
+            out.append(sample("commune_collector_samples_dropped_total", n, reason=reason))
+        for reason in ("unauthorized", "body_too_large", "malformed", "limits", "out_of_range",
+                       "upstream_rejected", "upstream_unavailable"):
             out.append(sample("commune_collector_rejected_requests_total", st.rejected.get(reason, 0),
                               reason=reason))
         for c in self.forwarder.clients:

@@ -8,7 +8,8 @@ How an upstream answer is classed (see :func:`classify`):
 
 - ``ok``: 2xx.
 - ``rejected``: 400 or 422, the receiver refuses the data itself (a sample older than its
-  out-of-order window, a duplicate timestamp with a different value, an invalid series).
+  out-of-order window, a duplicate timestamp with a different value, an invalid series); also
+  Prometheus' 500 "too old sample".
   Sending the same batch again can never succeed, so the agent is answered 400 and drops it.
 - ``unavailable``: no answer (refused, reset, timeout), 5xx, 429, and the 4xx that mean the
   collector is misconfigured rather than the data bad (401, 403, 404, 405, 413, ...). The agent is
@@ -30,6 +31,9 @@ from collector.config import Upstream
 log = logging.getLogger(__name__)
 
 REJECTED_CODES = (400, 422)
+# Prometheus 2.42 answers 500 "too old sample" for a sample older than its out-of-order window:
+# that can never succeed later, so it counts as a refusal of the data, not an outage.
+REJECTED_5XX_TEXTS = ("too old sample",)
 MAX_ERROR_TEXT = 300
 
 
@@ -41,10 +45,12 @@ class Outcome(NamedTuple):
     seconds: float
 
 
-def classify(status: int) -> str:
+def classify(status: int, text: str = "") -> str:
     if 200 <= status < 300:
         return "ok"
     if status in REJECTED_CODES:
+        return "rejected"
+    if status >= 500 and any(t in text for t in REJECTED_5XX_TEXTS):
         return "rejected"
     return "unavailable"
 
@@ -96,7 +102,7 @@ class UpstreamClient:
             self._record("error", seconds, len(body), ok=False, reachable=False)
             return Outcome(self.name, "unavailable", "error", detail, seconds)
         seconds = time.monotonic() - start
-        kind = classify(status)
+        kind = classify(status, text)
         self._record(str(status), seconds, len(body), ok=kind == "ok", reachable=status < 500)
         if kind == "ok":
             self.samples_forwarded += samples

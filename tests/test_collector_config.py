@@ -97,6 +97,8 @@ BAD = {
                        ["collector.yaml:3: limits.max_series_per_request: must be greater than 0"]),
     "limit_decoded": (UP + "limits: {max_body_size: 8MB, max_decoded_size: 4MB}\n",
                       ["collector.yaml:3: limits.max_decoded_size: must not be smaller than max_body_size"]),
+    "limit_age": (UP + "limits: {max_sample_age: 0s}\n",
+                  ["collector.yaml:3: limits.max_sample_age: must be greater than 0s"]),
     "limit_size_form": (UP + "limits: {max_body_size: lots}\n",
                         ["collector.yaml:3: limits.max_body_size: expected a size like 200MB or 1GiB, got 'lots'"]),
     "sd_label_name": (UP + "http_sd: {labels: {'__x': y}}\n",

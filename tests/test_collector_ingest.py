@@ -295,6 +295,27 @@ def test_series_and_label_limits_answer_400_with_a_clear_message(tmp_path, prom)
         proc.stop()
 
 
+def test_samples_outside_the_time_range_are_dropped_and_counted(collector):
+    url, state, prom, _proc = collector
+    token = add_token(state, "c1", "pc-wrong-clock")
+    ts = now_ms()
+    year_2000 = 946684800000
+    mixed = encode([({"__name__": "clock_metric"}, [(1.0, year_2000), (2.0, ts)]),
+                    ({"__name__": "clock_future"}, [(3.0, ts + 3_600_000)])])
+    assert post(url + "/api/v1/write", mixed, token)[0] == 204
+    got = wait_until(lambda: prom_query(prom, "clock_metric"), what="clock_metric")
+    assert float(got[0]["value"][1]) == 2.0
+    assert prom_query(prom, "clock_future", time_s=ts / 1000 + 3600) == []
+    status, text = post(url + "/api/v1/write", encode([series("clock_metric", 5, year_2000)]), token)
+    assert (status, text.strip()) == (400, "all 1 samples are outside the accepted time range (older than "
+                                           "limits.max_sample_age 7d: 1, ahead of the collector's clock by more "
+                                           "than limits.max_clock_skew 10m: 0); is the agent's clock right?")
+    metrics = collector_metrics(url)
+    assert metric_value(metrics, "commune_collector_samples_dropped_total", reason="too_old") == 2
+    assert metric_value(metrics, "commune_collector_samples_dropped_total", reason="in_future") == 1
+    assert metric_value(metrics, "commune_collector_rejected_requests_total", reason="out_of_range") == 1
+
+
 # ---------------------------------------------------------------- upstreams: several, down, refusing
 
 def test_forwards_to_prometheus_and_victoriametrics_and_503_while_one_is_down(tmp_path, prom):

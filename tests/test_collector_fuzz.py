@@ -1,0 +1,269 @@
+"""Fuzzing the write path: thousands of generated bodies, never a crash, never a 5xx.
+
+First the pure pipeline the handler runs (decode, limits, identity stamping, re-encoding), which may
+only refuse with RemoteWriteError or LimitError; then the real aiohttp server on loopback,
+forwarding to a real Prometheus, which may only answer 204, 400, 413 or 415.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.client
+import logging
+import math
+import random
+import struct
+import threading
+import time
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from agent.remote_write import RemoteWriteError, WriteRequest, compress, decode, encode, serialize
+from collector.config import parse_config
+from collector.server import Collector, LimitError, check_limits, drop_out_of_range, stamp
+from tests.support import free_port, prom_query, start_prometheus, wait_until
+
+pytestmark = pytest.mark.slow
+
+LIMITS = parse_config("upstreams: [{url: 'http://127.0.0.1:1/api/v1/write'}]\n"
+                      "limits: {max_series_per_request: 50, max_samples_per_request: 200, "
+                      "max_labels_per_series: 8, max_label_name_length: 24, max_label_value_length: 40}\n",
+                      environ={}).limits
+
+# ---------------------------------------------------------------- strategies
+
+# Structured bodies come from a seed drawn by hypothesis and Python's random: one draw per case keeps
+# thousands of cases affordable on a small machine, and a failure still reproduces from its seed.
+NAMES = ["__name__", "job", "instance", "cpu", "mode", "commune", "agent", "a", "_x", "9bad", "bad-name",
+         "", "é", "le", "__meta"]
+VALUES = ["node_cpu_seconds_total", "up", "x", "", "9bad", "a:b", "é" * 50, "C:\\", "0"]
+STALE_NAN = struct.unpack("<d", struct.pack("<Q", 0x7FF0000000000002))[0]
+
+
+def _text(rnd) -> str:
+    chars = []
+    for _ in range(rnd.randrange(0, 24)):
+        c = rnd.choice([rnd.randrange(32, 127), rnd.randrange(0, 0xD800), rnd.randrange(0xE000, 0x110000)])
+        chars.append(chr(c))
+    return "".join(chars)  # never a lone surrogate: protobuf strings are UTF-8
+
+
+def _value(rnd) -> float:
+    return rnd.choice([rnd.uniform(-1e12, 1e12), float("nan"), float("inf"), -float("inf"), STALE_NAN, 0.0,
+                       rnd.randrange(-2**53, 2**53), 5e-324])
+
+
+def _timestamp(rnd) -> int:
+    now = int(time.time() * 1000)
+    return rnd.choice([rnd.randrange(-2**63, 2**63), rnd.randrange(0, 2**42), now + rnd.randrange(-3_600_000, 600_000),
+                       now, 0, -1])
+
+
+def random_request(seed: int) -> bytes:
+    """A protobuf WriteRequest built field by field: any names, order, duplicates, values."""
+    rnd = random.Random(seed)
+    req = WriteRequest()
+    for _ in range(rnd.randrange(0, 7)):
+        ts = req.timeseries.add()
+        for _ in range(rnd.randrange(0, 11)):
+            name = rnd.choice(NAMES) if rnd.random() < 0.8 else _text(rnd)
+            value = rnd.choice(VALUES) if rnd.random() < 0.6 else _text(rnd)
+            ts.labels.add(name=name, value=value)
+        for _ in range(rnd.randrange(0, 6)):
+            ts.samples.add(value=_value(rnd), timestamp=_timestamp(rnd))
+    return req.SerializeToString()
+
+
+def mutated(seed: int) -> bytes:
+    """A valid body with bytes flipped, cut or inserted, before or after compression."""
+    rnd = random.Random(seed)
+    raw = bytearray(valid_request(seed, compressed=False) if rnd.random() < 0.5 else random_request(seed))
+    for _ in range(rnd.randrange(1, 5)):
+        if not raw:
+            break
+        i = rnd.randrange(len(raw))
+        op = rnd.choice(["flip", "cut", "insert"])
+        if op == "flip":
+            raw[i] ^= rnd.randrange(1, 256)
+        elif op == "cut":
+            del raw[i:]
+        else:
+            raw[i:i] = bytes(rnd.randrange(256) for _ in range(rnd.randrange(1, 9)))
+    body = bytearray(compress(bytes(raw)))
+    if rnd.random() < 0.5 and body:
+        body[rnd.randrange(len(body))] ^= rnd.randrange(1, 256)
+    return bytes(body)
+
+
+def valid_request(seed: int, compressed: bool = True) -> bytes:
+    """Valid remote write: recent samples, good names, and identity labels the agent forged."""
+    rnd = random.Random(seed)
+    now = int(time.time() * 1000)
+    out = []
+    for i in range(rnd.randrange(1, 9)):
+        labels = {"__name__": "fuzz_" + "".join(rnd.choice("abcdefghij_") for _ in range(rnd.randrange(1, 12)))}
+        for _ in range(rnd.randrange(0, 5)):
+            labels[rnd.choice(["cpu", "mode", "device", "target", "x_y"])] = _text(rnd) or "v"
+        labels[rnd.choice(["commune", "agent", "job"])] = "forged"
+        labels["i"] = str(i)
+        age = rnd.randrange(0, 3_600_000)
+        out.append((labels, [(_value(rnd), now - age + k) for k in range(rnd.randrange(1, 4))]))
+    return encode(out) if compressed else serialize(out)
+
+
+seeds = st.integers(0, 2**64 - 1)
+bodies = st.one_of(
+    st.binary(max_size=300),
+    st.binary(max_size=300).map(compress),
+    seeds.map(random_request).map(compress),
+    seeds.map(mutated),
+    seeds.map(valid_request),
+)
+
+
+# ---------------------------------------------------------------- the pure pipeline
+
+def run_pipeline(body: bytes):
+    series = decode(body, 1 << 20)
+    total = check_limits(series, LIMITS)
+    now = int(time.time() * 1000)
+    series, too_old, ahead = drop_out_of_range(series, now, LIMITS)
+    assert sum(len(s) for _, s in series) + too_old + ahead == total
+    assert all(now - 7 * 86400_000 <= t <= now + 600_000 for _, s in series for _, t in s)
+    out = stamp(series, "09667", "pc-01")
+    again = decode(encode(out))
+    assert len(again) == len(series)
+    for labels, samples in again:
+        assert labels["commune"] == "09667" and labels["agent"] == "pc-01"
+    for (_l1, s1), (_l2, s2) in zip(series, again):
+        assert [t for _, t in s1] == [t for _, t in s2]
+        assert all((math.isnan(a) and math.isnan(b)) or a == b for (a, _), (b, _) in zip(s1, s2))
+    return again
+
+
+@settings(max_examples=5000, deadline=None, suppress_health_check=list(HealthCheck))
+@given(bodies)
+def test_pipeline_refuses_only_with_clear_errors(body):
+    try:
+        run_pipeline(body)
+    except (RemoteWriteError, LimitError) as exc:
+        assert str(exc)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck))
+@given(seeds)
+def test_valid_requests_always_pass_with_the_token_identity(seed):
+    run_pipeline(valid_request(seed))
+
+
+# ---------------------------------------------------------------- the real server
+
+@contextlib.contextmanager
+def serve_in_thread(config):
+    """The collector's aiohttp application on a loopback port, its loop in a thread."""
+    from aiohttp import web
+
+    loop = asyncio.new_event_loop()
+    collector = Collector(config)
+    runner = web.AppRunner(collector.app(), auto_decompress=False, handle_signals=False, access_log=None)
+    loop.run_until_complete(runner.setup())
+    host, port = config.web.listen_address.rsplit(":", 1)
+    loop.run_until_complete(web.TCPSite(runner, host, int(port)).start())
+    thread = threading.Thread(target=loop.run_forever, name="collector", daemon=True)
+    thread.start()
+    try:
+        yield collector
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
+
+
+@pytest.fixture(scope="module")
+def fuzz_server(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("fuzz")
+    prom_proc, prom = start_prometheus(tmp)
+    port = free_port()
+    config = parse_config(
+        f"web: {{listen_address: '127.0.0.1:{port}'}}\n"
+        f"upstreams: [{{url: '{prom}/api/v1/write', timeout: 10s}}]\n"
+        "upstream_check_interval: 0s\n"
+        f"state: {{dir: '{tmp / 'state'}'}}\n"
+        "limits: {max_body_size: 2000, max_series_per_request: 50, max_samples_per_request: 200}\n",
+        environ={})
+    try:
+        with serve_in_thread(config) as collector:
+            token = collector.store.add_token("09667", "fuzz-agent")[1]
+            yield port, token, prom, collector
+    finally:
+        prom_proc.stop()
+
+
+class Client:
+    def __init__(self, port):
+        self.port = port
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def post(self, body: bytes, headers: dict) -> int:
+        for attempt in range(2):
+            try:
+                self.conn.request("POST", "/api/v1/write", body=body, headers=headers)
+                resp = self.conn.getresponse()
+                resp.read()
+                if resp.getheader("Connection", "").lower() == "close":
+                    self.conn.close()
+                return resp.status
+            except (http.client.HTTPException, ConnectionError):
+                self.conn.close()  # the server closed after a 413; reconnect once
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+
+headers_strategy = st.fixed_dictionaries({}, optional={
+    "Content-Encoding": st.sampled_from(["snappy", "SNAPPY", "gzip", "identity", ""]),
+    "Content-Type": st.sampled_from(["application/x-protobuf", "text/plain", "x"]),
+    "X-Prometheus-Remote-Write-Version": st.sampled_from(["0.1.0", "2.0.0", "?"]),
+})
+
+
+def test_server_never_answers_5xx(fuzz_server, caplog):
+    port, token, prom, collector = fuzz_server
+    client = Client(port)
+    seen = {}
+
+    @settings(max_examples=2500, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(body=bodies, extra=headers_strategy,
+           auth=st.sampled_from(["good", "good", "good", "none", "wrong", "basic", "empty"]))
+    def one(body, extra, auth):
+        headers = {"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf"}
+        headers.update(extra)
+        if auth == "good":
+            headers["Authorization"] = f"Bearer {token}"
+        elif auth == "wrong":
+            headers["Authorization"] = "Bearer cmt_" + "A" * 43
+        elif auth == "basic":
+            headers["Authorization"] = "Basic Zm9vOmJhcg=="
+        elif auth == "empty":
+            headers["Authorization"] = "Bearer "
+        status = client.post(body, headers)
+        seen[status] = seen.get(status, 0) + 1
+        assert status in (204, 400, 401, 413, 415), status
+        if auth != "good":
+            assert status == 401
+
+    with caplog.at_level(logging.WARNING, logger="collector"):
+        one()
+    assert seen.get(204, 0) > 50 and seen.get(400, 0) > 100, seen
+    assert not [r for r in caplog.records if "unexpectedly" in r.getMessage()], "the decoder raised a non-RemoteWriteError"
+    # the server still serves, and what it accepted is in Prometheus under the token's identity only
+    assert client.post(encode([({"__name__": "after_fuzz"}, [(1.0, int(time.time() * 1000))])]),
+                       {"Authorization": f"Bearer {token}", "Content-Encoding": "snappy"}) == 204
+    wait_until(lambda: prom_query(prom, "after_fuzz"), what="after_fuzz")
+    wrong = prom_query(prom, 'count({__name__=~"fuzz_.+", agent!="fuzz-agent"} or '
+                             '{__name__=~"fuzz_.+", commune!="09667"})')
+    assert wrong == []
+    assert prom_query(prom, 'count({__name__=~"fuzz_.+", agent="fuzz-agent", commune="09667"})')
