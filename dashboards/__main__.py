@@ -1,4 +1,4 @@
-"""``python -m dashboards generate [--out DIR]`` or ``python -m dashboards push ...``."""
+"""``commune-collector dashboards generate|push ...``, also ``python -m dashboards generate|push ...``."""
 from __future__ import annotations
 
 import argparse
@@ -13,8 +13,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         from dashboards.push import main as push_main
 
         return push_main(argv[1:])
-    p = argparse.ArgumentParser(prog="python -m dashboards",
-                                description="Generate the Grafana dashboard JSON (or: push ..., see push --help).")
+    p = argparse.ArgumentParser(prog="commune-collector dashboards",
+                                description="Generate the Grafana dashboard JSON, or upload it (push --help). "
+                                            "Also runs as: python -m dashboards.")
     sub = p.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate", help="regenerate dashboards/generated/<lang>/*.json")
     from dashboards.generate import GENERATED, write_all
