@@ -137,6 +137,7 @@ class Queue:
         conn = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
         try:
             conn.execute("PRAGMA busy_timeout=10000")
+            conn.execute("PRAGMA cache_size=-512")  # KiB; appends and scans from the ends need little
             conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # only takes effect on a new file
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if mode.lower() != "wal":

@@ -61,7 +61,7 @@ def test_proto_file_and_runtime_descriptor_agree():
     names = {v: k for k, v in vars(FD).items() if k.startswith("TYPE_")}
     runtime = {}
     for msg_name, _ in rw.MESSAGES:
-        desc = rw._CLASSES[msg_name].DESCRIPTOR
+        desc = rw.message_classes()[msg_name].DESCRIPTOR
         assert desc.full_name == f"{rw.PACKAGE}.{msg_name}"
         fields = []
         for f in desc.fields:
@@ -183,3 +183,50 @@ _names = st.from_regex(r"[a-zA-Z_][a-zA-Z0-9_]{0,10}", fullmatch=True)
 def test_round_trip_property(items):
     series = [(dict(labels, __name__=name), sorted(samples, key=lambda s: s[1])) for labels, name, samples in items]
     assert decode(encode(series)) == [(dict(sorted(l.items())), [(float(v), t) for v, t in s]) for l, s in series]
+
+
+def _library_serialize(series) -> bytes:
+    """The same request built with the protobuf library from the runtime descriptor."""
+    req = WriteRequest()
+    for labels, samples in series:
+        ts = req.timeseries.add()
+        for n, v in sorted(labels.items()):
+            if v != "":
+                ts.labels.add(name=n, value=v)
+        for v, t in samples:
+            ts.samples.add(value=v, timestamp=t)
+    return req.SerializeToString()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(
+    st.dictionaries(_names.filter(lambda n: n != "__name__"), st.text(max_size=20), max_size=5),
+    _names,
+    st.lists(st.tuples(st.floats(allow_nan=True) | st.sampled_from([0.0, -0.0, 1.0]),
+                       st.integers(-2**63, 2**63 - 1) | st.sampled_from([0, 1, -1])), min_size=1, max_size=5)),
+    max_size=5))
+def test_hand_written_encoder_is_byte_for_byte_the_protobuf_library(items):
+    series = [(dict(labels, __name__=name), samples) for labels, name, samples in items]
+    assert rw.serialize(series) == _library_serialize(series)
+
+
+@pytest.mark.parametrize("sample,message", [
+    ((1.0, 1.5), "timestamp must be a 64-bit integer of milliseconds, got 1.5"),
+    ((1.0, 2**63), "timestamp must be a 64-bit integer"),
+    (("x", 1), "sample value must be a number, got 'x'"),
+])
+def test_encode_refuses_bad_samples(sample, message):
+    with pytest.raises(RemoteWriteError, match=re.escape(message)):
+        encode([({"__name__": "x"}, [sample])])
+
+
+def test_encoding_does_not_load_the_protobuf_runtime():
+    import subprocess
+    import sys
+
+    code = ("import sys; from agent import remote_write as rw; rw.encode([({'__name__': 'x'}, [(1.0, 1)])]); "
+            "import agent.push, agent.queue, agent.shipper; "
+            "print(any(m.startswith('google.protobuf') for m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.stdout.strip() == "False", out.stderr
