@@ -15,8 +15,9 @@ way Grafana sends it: instant queries at "now", range queries over the test's li
 ``or vector(0)`` fallback of count stats is stripped first, so the real part is what is checked.
 
 Faults fed on purpose: an SNMP target with nothing listening (a device down), the printer
-recording reports a door open and low toner (error states, printer alerts), an old UPS whose APC
-recording asks for a new battery (a replacement candidate). Queries that cannot be fed here are
+recording reports a door open and low toner, and the test adds a paper jam (error states, most
+jammed, printer alerts), an old UPS whose APC recording asks for a new battery, an old printer that
+never answers (replacement candidates). Queries that cannot be fed here are
 listed in ``NOT_FEASIBLE`` with the reason.
 """
 from __future__ import annotations
@@ -112,8 +113,14 @@ def rules_for_test(tmp: Path) -> List[Path]:
     return out
 
 
+# Values replaced in the recordings: the printer reports a paper jam besides its low toner and open
+# door (hrPrinterDetectedErrorState 0x2C00: lowToner, doorOpen, jammed), for the jam panels.
+FAULTS = {"printer": {"1.3.6.1.2.1.25.3.5.1.2.1": "4x|2c00"}}
+
+
 def start_snmpsim(tmp: Path) -> Tuple[support.Proc, int]:
-    """The SNMP tests' snmpsim, serving our recordings with some counters made to move (MOVING)."""
+    """The SNMP tests' snmpsim, serving our recordings with some counters made to move (MOVING)
+    and the FAULTS fed in."""
     from tests.test_snmp_live import start_snmpsim as serve
 
     recordings = {}
@@ -124,6 +131,8 @@ def start_snmpsim(tmp: Path) -> Tuple[support.Proc, int]:
             oid, tag, value = line.split("|", 2)
             if oid in moving:
                 lines[i] = f"{oid}|{tag}:numeric|initial={value},rate={moving[oid]}"
+            if oid in FAULTS.get(community, {}):
+                lines[i] = f"{oid}|{FAULTS[community][oid]}"
         recordings[community] = tmp / "recordings" / f"{community}.snmprec"
         recordings[community].parent.mkdir(exist_ok=True)
         recordings[community].write_text("\n".join(lines) + "\n")
@@ -339,7 +348,9 @@ def test_every_panel_query_has_data_from_the_real_pipeline(tmp_path):
                           "ups-east": 1}
         assert [v for _, v in last(("fleet", "Devices down", "A"))] == [1]
         errors = {m["condition"] for m, v in last(("printers", "Error states over time", "A")) if v == 1}
-        assert "door_open" in errors
+        assert {"door_open", "jammed", "low_toner"} <= errors
+        jammed = {m["target"]: v for m, v in last(("printers", "Most jammed printers", "A"))}
+        assert jammed["printer-01"] > 0
         firing = {m["alertname"] for m, _ in last(("fleet", "Alerts firing by commune", "A"))}
         assert firing, "no alert fires although a printer is down and has its door open"
         candidates = {m["device"]: v for m, v in last(("replacement", "Devices to replace, worst first", "A"))}
