@@ -2,7 +2,8 @@
 
 The pipeline: ``commune-agent`` (host, ICMP to 127.0.0.1-3 with a hop each, HTTP, HTTPS, TCP and
 DNS probes of loopback servers, SNMP polling of snmpsim serving our printer, router and two UPS
-recordings, plus an SNMP target where nothing answers) pushes through its durable queue to
+recordings, plus an SNMP target where nothing answers) and a second agent on a "laptop" (host only,
+its battery given by a sysfs tree the test writes) push through their durable queues to
 ``commune-collector``, which stamps ``commune``/``agent`` and forwards to Prometheus; Prometheus
 also scrapes the collector's ``/metrics`` (push times, fleet inventory) and evaluates the
 project's rules from ``collector/rules/`` (copied with 1s group intervals and ``for: 0s`` so they
@@ -44,6 +45,9 @@ pytestmark = pytest.mark.slow
 
 COMMUNE = "09667"
 AGENT = "pc-live-01"
+# A second agent, on a "laptop" whose battery holds 55 % of its design capacity: sysfs is a
+# directory the test writes (the host input reads it like node_exporter's --path.sysfs).
+LAPTOP = "laptop-live-01"
 SNMP_FIXTURES = support.REPO / "tests" / "fixtures" / "snmp"
 # SNMP targets: name -> recording (its community); "printer-offline" points at a port nobody serves.
 SNMP_TARGETS = {"printer-01": "printer", "router-01": "router", "ups-apc": "ups_apc", "ups-east": "ups_rfc1628"}
@@ -83,8 +87,6 @@ NOT_FEASIBLE: Dict[Tuple[str, str, str], str] = {
     ("host", "SMART health", "D"): "smartctl cannot read the test machine's virtual disk",
     ("replacement", "Devices to replace, worst first", factor_ref("disk_health")):
         "disk_health factor: smartctl cannot read the test machine's virtual disk",
-    ("replacement", "Devices to replace, worst first", factor_ref("battery_wear")):
-        "battery_wear factor: laptops only; the test machine has no battery",
 }
 
 
@@ -159,6 +161,8 @@ def fleet_file(tmp: Path) -> Path:
         "devices": [
             {"id": AGENT, "commune": COMMUNE, "kind": "pc", "model": "Dell OptiPlex 3020", "location": "Một cửa",
              "purchase_date": "2014-03-12", "agent": AGENT},
+            {"id": LAPTOP, "commune": COMMUNE, "kind": "laptop", "model": "Lenovo ThinkPad E14",
+             "location": "Phòng Chủ tịch", "purchase_date": "2021-06-15", "agent": LAPTOP},
             snmp("printer-01", "printer", "printer-01", "HP LaserJet", "2018-01-01", rated_life_pages=100000),
             snmp("printer-offline", "printer", "printer-offline", "Canon LBP", "2019-01-01"),
             snmp("router-01", "router", "router-01", "TP-Link", "2016-05-02"),
@@ -168,6 +172,28 @@ def fleet_file(tmp: Path) -> Path:
     }
     path = tmp / "fleet.yaml"
     path.write_text(yaml.safe_dump(fleet, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def laptop_config(tmp: Path, *, push_url: str, token: str) -> Path:
+    """Host health only, with a sysfs holding one worn battery."""
+    sysfs = tmp / "laptop-sysfs"
+    battery = sysfs / "class" / "power_supply" / "BAT0"
+    battery.mkdir(parents=True)
+    for name, value in (("type", "Battery"), ("energy_full_design", "50000000"), ("energy_full", "27500000"),
+                        ("cycle_count", "612")):
+        (battery / name).write_text(value + "\n")
+    cfg = {
+        "agent": {"id": LAPTOP, "state_dir": str(tmp / "laptop-state"), "interval": "1s"},
+        "web": {"listen_address": f"127.0.0.1:{support.free_port()}"},
+        "host": {"interval": "1s", "timeout": "1s", "sysfs": str(sysfs)},
+        "smart": {"enabled": False}, "icmp": {"enabled": False}, "snmp": {"enabled": False},
+        "probes": {"enabled": False}, "process": {"enabled": False},
+        "push": {"enabled": True, "url": push_url, "bearer_token": token, "interval": "1s", "timeout": "5s",
+                 "min_backoff": "200ms", "max_backoff": "1s"},
+    }
+    path = tmp / "laptop.yaml"
+    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
     return path
 
 
@@ -287,10 +313,15 @@ def test_every_panel_query_has_data_from_the_real_pipeline(tmp_path):
         check.stop()
         agent = support.Proc(support.agent_command() + ["-c", str(config)], tmp_path / "agent.log")
         stack.callback(agent.stop)
+        laptop_token = Store(str(state_dir)).add_token(COMMUNE, LAPTOP)[1]
+        laptop = support.Proc(support.agent_command() + ["-c", str(laptop_config(
+            tmp_path, push_url=collector_url + "/api/v1/write", token=laptop_token))], tmp_path / "laptop.log")
+        stack.callback(laptop.stop)
         start = time.time()
 
         def ready():
             assert agent.alive(), agent.log()[-3000:]
+            assert laptop.alive(), laptop.log()[-3000:]
             needed = [
                 f'commune_snmp_up{{target="printer-01", commune="{COMMUNE}"}} == 1',
                 'commune_snmp_up{target="printer-offline"} == 0',
@@ -311,7 +342,8 @@ def test_every_panel_query_has_data_from_the_real_pipeline(tmp_path):
         support.wait_until(lambda: all(support.prom_query(prom_url, q) for q in (
             f"rate(commune_snmp_if_in_octets_total[{RATE_INTERVAL_S}s]) > 0",
             'commune:device_replacement_factor:ratio{factor="interface_errors"}',
-            'commune:device_replacement_factor:ratio{factor="error_time"}')),
+            'commune:device_replacement_factor:ratio{factor="error_time"}',
+            'commune:device_replacement_factor:ratio{factor="battery_wear"}')),
             timeout=120, interval=1, what="two SNMP polls within a rate window and the counter-based factors")
         end = time.time()
 
@@ -342,9 +374,9 @@ def test_every_panel_query_has_data_from_the_real_pipeline(tmp_path):
 
         status = {m["device"]: v for m, v in last(("commune", "Devices and status", "A"))}
         opens = {m["device"]: m["dashboard"] for m, v in last(("commune", "Devices and status", "A"))}
-        assert opens == {AGENT: "host", "printer-01": "printers", "printer-offline": "printers",
+        assert opens == {AGENT: "host", LAPTOP: "host", "printer-01": "printers", "printer-offline": "printers",
                          "router-01": "commune", "ups-apc": "commune", "ups-east": "commune"}
-        assert status == {AGENT: 1, "printer-01": 1, "printer-offline": 0, "router-01": 1, "ups-apc": 1,
+        assert status == {AGENT: 1, LAPTOP: 1, "printer-01": 1, "printer-offline": 0, "router-01": 1, "ups-apc": 1,
                           "ups-east": 1}
         assert [v for _, v in last(("fleet", "Devices down", "A"))] == [1]
         errors = {m["condition"] for m, v in last(("printers", "Error states over time", "A")) if v == 1}
@@ -354,8 +386,11 @@ def test_every_panel_query_has_data_from_the_real_pipeline(tmp_path):
         firing = {m["alertname"] for m, _ in last(("fleet", "Alerts firing by commune", "A"))}
         assert firing, "no alert fires although a printer is down and has its door open"
         candidates = {m["device"]: v for m, v in last(("replacement", "Devices to replace, worst first", "A"))}
-        assert set(candidates) == {AGENT, "printer-01", "printer-offline", "router-01", "ups-apc", "ups-east"}
+        assert set(candidates) == {AGENT, LAPTOP, "printer-01", "printer-offline", "router-01", "ups-apc", "ups-east"}
         assert last(("replacement", "Candidates by dominant reason", "A")), "the old UPS is not a candidate"
+        wear = {m["device"]: v for m, v in last(("replacement", "Devices to replace, worst first",
+                                                 factor_ref("battery_wear")))}
+        assert wear == {LAPTOP: 1}
         print(f"{len(results)} queries checked; exempt here: {len(exempt)}")
 
 
