@@ -80,6 +80,9 @@ while [ $# -gt 0 ]; do
   shift 2
 done
 
+if [ "$ACTION" = stop ] || [ "$ACTION" = status ]; then
+  [ -d "$PREFIX/run" ] || { say "nothing was started from $PREFIX"; exit 0; }
+fi
 mkdir -p "$PREFIX"
 PREFIX=$(cd "$PREFIX" && pwd)
 ETC=$PREFIX/etc; DATA=$PREFIX/data; LOG=$PREFIX/log; RUN=$PREFIX/run
@@ -133,6 +136,7 @@ stop_one() {
     say "$name (pid $pid) did not stop within 15s: killing it"
     kill -KILL "$pid" 2>/dev/null || true
     for i in $(seq 1 50); do [ -n "$(running_pid "$name")" ] || break; sleep 0.1; done
+    [ -z "$(running_pid "$name")" ] || die "$name (pid $pid) is still running: cannot stop it as $(id -un)"
   fi
   rm -f "$pidfile" "$RUN/$name.sum"
   say "$name stopped (pid $pid)"

@@ -12,6 +12,7 @@ import os
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -58,8 +59,6 @@ def cmdline(pid: int) -> str:
 
 
 def port_free(port: int) -> bool:
-    import socket
-
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -106,9 +105,23 @@ def stack(tmp_path):
 
 def test_quickstart_runs_the_stack_again_idempotently_and_stops_it(stack):
     prefix, ports, args = stack
-    first = quickstart("start", *args)
+    # Alertmanager's port is left to the script, with its default 9093 held by someone else:
+    # it must take the next free one and say so
+    i = args.index("--alertmanager-port")
+    del args[i:i + 2]
+    with socket.socket() as blocker:
+        blocker.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            blocker.bind(("127.0.0.1", 9093))
+            blocker.listen()
+        except OSError:
+            pass  # already taken by another program: the same situation
+        first = quickstart("start", *args)
     assert first.returncode == 0, first.stdout + first.stderr
     out = first.stdout
+    ports["alertmanager"] = int(saved(prefix)["PORT_alertmanager"])
+    assert ports["alertmanager"] != 9093
+    assert "quickstart: alertmanager: port 9093 is taken" in out and f"using {ports['alertmanager']}" in out
     assert "the agent's data is in Prometheus" in out
     for name in COMPONENTS:
         assert f"quickstart: {name} started" in out
@@ -232,8 +245,6 @@ def test_stop_never_kills_a_process_it_did_not_start(tmp_path):
 
 
 def test_a_port_given_that_is_taken_fails_clearly(tmp_path):
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
