@@ -7,7 +7,8 @@ its battery given by a sysfs tree the test writes) push through their durable qu
 ``commune-collector``, which stamps ``commune``/``agent`` and forwards to Prometheus; Prometheus
 also scrapes the collector's ``/metrics`` (push times, fleet inventory) and evaluates the
 project's rules from ``collector/rules/`` (copied with 1s group intervals and ``for: 0s`` so they
-produce results within the test; the expressions are unchanged). Everything runs at 1s intervals.
+produce results within the test; the expressions are unchanged). Inputs run every second (SNMP
+every 4 seconds).
 
 Then each dashboard's variables are filled from their ``label_values`` queries (through
 Prometheus's label-values API, as Grafana does), and every target of every panel is evaluated the
