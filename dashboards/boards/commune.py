@@ -111,7 +111,7 @@ def build(lang: str) -> dict:
                    steps=((None, "red"), (180, "green"), (250, "red"))),
     ]
     return dashboard(
-        NAME, lang, Text("Commune", "Xã/phường"),
+        NAME, lang, Text("Commune", "Chi tiết xã/phường"),
         Text("One commune office: every device with its status, the LAN-gateway-ISP-upstream chain, "
              "printers' toner and errors, UPS.",
              "Một cơ quan xã/phường: mọi thiết bị và trạng thái, chuỗi mạng LAN-gateway-nhà mạng-upstream, "

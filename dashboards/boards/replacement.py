@@ -33,7 +33,7 @@ def build(lang: str) -> dict:
     factor_columns = {f"Value #{chr(ord('C') + i)}": text for i, (_, text) in enumerate(FACTORS)}
     items = [
         row(Text("Ranking", "Xếp hạng")),
-        table(Text("Devices to replace, worst first", "Thiết bị cần thay, nặng nhất trước"),
+        table(Text("Devices to replace, worst first", "Thiết bị cần thay, điểm cao nhất trước"),
               Text("Replacement score (0-100) of each device with its dominant reason, every factor (0 = fine, "
                    "1 = worst), age and model. The score and factors come from the recording rules; click a "
                    "device to open its dashboard.",
