@@ -299,8 +299,8 @@ def test_provisioning_files_point_at_the_generated_dashboards():
 class FakeGrafana:
     """Grafana's folder and dashboard HTTP API, enough for ``dashboards push``; records requests."""
 
-    def __init__(self, token="glsa_good", user="admin", password="s3cret"):
-        self.token, self.user, self.password = token, user, password
+    def __init__(self, token="glsa_good", user="admin", password="s3cret", viewer_token="glsa_viewer"):
+        self.token, self.user, self.password, self.viewer_token = token, user, password, viewer_token
         self.requests: List[dict] = []
         self.folders: Dict[str, dict] = {}
         self.dashboards: Dict[str, dict] = {}
@@ -350,6 +350,10 @@ class FakeGrafana:
     def route(self, method, path, body, auth):
         prefix = "/grafana" if path.startswith("/grafana/") else ""
         path = path[len(prefix):]
+        if auth == f"Bearer {self.viewer_token}":  # a Viewer may read, not write
+            if method == "GET":
+                return 404, {"message": "folder not found"}
+            return 403, {"message": "You'll need additional permissions to perform this action."}
         if not self.authorized(auth):
             return 401, {"message": "invalid API key" if auth.startswith("Bearer") else "invalid username or password"}
         m = re.fullmatch(r"/api/folders/([\w-]+)", path)
@@ -433,6 +437,14 @@ def test_push_bad_credentials_is_a_clear_error(capsys, creds):
     err = capsys.readouterr().err
     assert "rejected the credentials (401 Unauthorized)" in err and grafana.url in err
     assert "Traceback" not in err and "wrong" not in err  # the secret is never echoed
+
+
+def test_push_without_write_permission_is_a_clear_error(capsys):
+    with FakeGrafana() as grafana:
+        assert push.main(["--grafana-url", grafana.url, "--token", "glsa_viewer"]) == 1
+        assert not grafana.folders
+    err = capsys.readouterr().err
+    assert "refused the request (403 Forbidden)" in err and "Editor" in err and "Traceback" not in err
 
 
 def test_push_errors_without_credentials_or_grafana(capsys, tmp_path):
