@@ -160,6 +160,7 @@ load_state() { [ -f "$STATE_FILE" ] && . "$STATE_FILE" || true; }
 if [ "$ACTION" = status ]; then
   load_state
   for c in "${COMPONENTS[@]}"; do
+    [ "$c" != grafana ] || [ -f "$RUN/grafana.pid" ] || command -v grafana-server >/dev/null || continue
     pid=$(running_pid "$c")
     if [ -n "$pid" ]; then state="running, pid $pid"; else state="not running"; fi
     printf '%-13s %s\n' "$c" "$state"
@@ -349,7 +350,9 @@ start_one() {
   PROMETHEUS_URL="http://127.0.0.1:${PORT[prometheus]}" setsid "${CMD[@]}" </dev/null >>"$LOG/$name.log" 2>&1 9>&- &
   echo $! >"$RUN/$name.pid"
   echo "$sum" >"$RUN/$name.sum"
-  if ! "$PY" "$STACK_PY" wait-http "$(ready_url "$name")" 60 "$RUN/$name.pid"; then
+  local patience=60
+  [ "$name" != grafana ] || patience=300   # its first start migrates its database
+  if ! "$PY" "$STACK_PY" wait-http "$(ready_url "$name")" "$patience" "$RUN/$name.pid"; then
     echo "--- last lines of $LOG/$name.log:" >&2
     tail -n 30 "$LOG/$name.log" >&2
     die "$name did not start (log: $LOG/$name.log); stop the rest with: bash deploy/quickstart.sh stop --prefix $PREFIX"
