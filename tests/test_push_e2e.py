@@ -70,6 +70,11 @@ class Agent:
     def value(self, key: str) -> float:
         return self.metrics().get(key, float("nan"))
 
+    def first_metrics(self) -> dict:
+        """/metrics once the queue input has reported (right after start it may not have yet)."""
+        return wait_until(lambda: (lambda m: m if "commune_agent_queue_batches" in m else None)(self.metrics()),
+                          10, what="the queue input's first collection")
+
 
 def restart_prometheus(old: Proc) -> Proc:
     """The same Prometheus (same port, same data) started again after ``old.stop()``."""
@@ -112,7 +117,7 @@ def test_outage_with_an_agent_restart_loses_no_collection(tmp_path):
         a2 = Agent(tmp_path, config, "agent-2")
         agents.append(a2)
         t_a2_started = time.time()
-        m = a2.metrics()
+        m = a2.first_metrics()
         assert m["commune_agent_queue_batches"] >= 6  # the backlog survived the restart
         wait_until(lambda: a2.value("commune_agent_queue_oldest_age_seconds") > time.time() - t_down - 1, 10,
                    what="the backlog's age to cover the outage")
@@ -196,7 +201,7 @@ def test_a_corrupt_queue_is_set_aside_at_start(tmp_path, prometheus):
     (state / "queue.db").write_bytes(b"\x00garbage after a power cut\x00" * 500)
     agent = Agent(tmp_path, agent_config(tmp_path, url + "/api/v1/write", state_dir=state))
     try:
-        assert agent.value("commune_agent_queue_corrupt_files_total") == 1
+        assert agent.first_metrics()["commune_agent_queue_corrupt_files_total"] == 1
         aside = [p.name for p in state.iterdir() if p.name.startswith("queue.db.corrupt-")]
         assert len(aside) == 1
         wait_until(lambda: prom_query(url, "commune_agent_queue_corrupt_files_total == 1"), 30,
@@ -323,3 +328,26 @@ def test_enroll_then_push_through_the_collector(tmp_path):
         if coll:
             coll.stop()
         prom.stop()
+
+
+def test_a_killed_agent_keeps_its_queue(tmp_path):
+    """SIGKILL (no shutdown at all) in the middle of an outage: what was queued is still there."""
+    import signal
+
+    dead = f"http://127.0.0.1:{free_port()}/api/v1/write"
+    config = agent_config(tmp_path, dead)
+    agent = Agent(tmp_path, config, "agent-killed")
+    try:
+        wait_until(lambda: agent.value("commune_agent_queue_batches") >= 5, 30, what="a backlog")
+        queued = agent.value("commune_agent_queue_batches")
+        agent.proc.signal(signal.SIGKILL)
+        agent.proc.popen.wait(10)
+    finally:
+        agent.proc.stop()
+    again = Agent(tmp_path, config, "agent-after-kill")
+    try:
+        m = again.first_metrics()
+        assert m["commune_agent_queue_batches"] >= queued
+        assert m["commune_agent_queue_corrupt_files_total"] == 0
+    finally:
+        again.proc.stop()
