@@ -25,7 +25,7 @@ import yaml
 
 from agent.catalog import catalog
 from dashboards import push
-from dashboards.generate import GENERATED, build_all, render, write_all
+from dashboards.generate import GENERATED, build_all, write_all
 from dashboards.model import LANGS
 from tests import support
 
