@@ -230,3 +230,13 @@ def test_encoding_does_not_load_the_protobuf_runtime():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          cwd=Path(__file__).resolve().parent.parent)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_fields_outside_version_1_0_are_skipped():
+    """Prometheus itself may send metadata (WriteRequest field 3) and exemplars (TimeSeries field 3)."""
+    exemplar = _ld(3, _ld(1, _ld(1, b"trace_id") + _ld(2, b"abc")))
+    label = _ld(1, _ld(1, b"__name__") + _ld(2, b"up"))
+    smp = _ld(2, bytes([1 << 3 | 1]) + struct.pack("<d", 1.0) + bytes([2 << 3]) + _varint(5))
+    metadata = _ld(3, bytes([1 << 3]) + _varint(1) + _ld(2, b"up"))
+    body = rw.compress(_ld(1, label + smp + exemplar) + metadata)
+    assert decode(body) == [({"__name__": "up"}, [(1.0, 5)])]
