@@ -5,16 +5,21 @@ as the collector would forward them.
 
 Test copy of the rules: every ``for:`` is shortened to 2s (a regex over the rule files) so alerts
 fire within seconds; the expressions are the real ones. Test copy of alertmanager.yml: the real
-routes and inhibit rules, with the group timings shortened to 1s and every receiver (email,
-Telegram, webhook) turned into a webhook to the test's server on loopback (path = receiver name),
-so no mail or Telegram traffic leaves the machine.
+routes, inhibit rules and templates, with the group timings shortened to 1s; every receiver also
+posts to a webhook of the test (path = receiver name), the Telegram notifier talks to a Bot API
+stand-in served by the test (``api_url``) and the e-mail notifier to an SMTP server of the test,
+all on loopback, so the Vietnamese messages are checked as rendered and nothing leaves the machine.
 """
 from __future__ import annotations
 
+import email
+import email.policy
 import json
 import re
+import socketserver
 import threading
 import time
+import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -38,16 +43,29 @@ class Webhook:
 
     def __init__(self):
         self.notifications = []
+        self.telegram = []  # (path, content type, body) of Bot API calls
         self.lock = threading.Lock()
         hook = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with hook.lock:
-                    hook.notifications.append((self.path.strip("/"), body))
+                raw = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.path.startswith("/telegram-api/"):
+                    # Alertmanager's Telegram notifier: answer as the Bot API does
+                    with hook.lock:
+                        hook.telegram.append((self.path, self.headers.get("Content-Type", ""), raw))
+                    answer = json.dumps({"ok": True, "result": {
+                        "message_id": len(hook.telegram), "date": int(time.time()),
+                        "chat": {"id": int(AM_ENV["TELEGRAM_CHAT_ID"]), "type": "supergroup"}}}).encode()
+                else:
+                    with hook.lock:
+                        hook.notifications.append((self.path.strip("/"), json.loads(raw)))
+                    answer = b""
                 self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
+                self.wfile.write(answer)
 
             def log_message(self, *args):
                 pass
@@ -67,6 +85,51 @@ class Webhook:
                             all(alert["labels"].get(k) == v for k, v in labels.items()):
                         out.append((path, alert["status"], alert))
             return out
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Smtp:
+    """A minimal SMTP server on loopback that keeps every message it is given."""
+
+    def __init__(self):
+        self.messages = []
+        smtp = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self):
+                self.wfile.write(b"220 localhost ESMTP test\r\n")
+                data, lines = False, []
+                for line in self.rfile:
+                    if data:
+                        if line.rstrip(b"\r\n") == b".":
+                            smtp.messages.append(email.message_from_bytes(b"".join(lines),
+                                                                          policy=email.policy.default))
+                            data, lines = False, []
+                            self.wfile.write(b"250 OK\r\n")
+                        else:
+                            lines.append(line[1:] if line.startswith(b"..") else line)
+                        continue
+                    verb = line[:4].upper()
+                    if verb == b"EHLO":
+                        self.wfile.write(b"250-localhost\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n")
+                    elif verb in (b"HELO", b"MAIL", b"RCPT", b"RSET", b"NOOP"):
+                        self.wfile.write(b"250 OK\r\n")
+                    elif verb == b"DATA":
+                        data = True
+                        self.wfile.write(b"354 go ahead\r\n")
+                    elif verb == b"QUIT":
+                        self.wfile.write(b"221 bye\r\n")
+                        return
+                    else:
+                        self.wfile.write(b"502 not implemented\r\n")
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self):
         self.server.shutdown()
@@ -127,18 +190,26 @@ def rules_copy(tmp_path: Path) -> list:
     return out
 
 
-def alertmanager_copy(tmp_path: Path, hook_url: str) -> Path:
+def alertmanager_copy(tmp_path: Path, hook_url: str, smtp_address: str) -> Path:
     config = yaml.safe_load(substitute_env(ALERTMANAGER_YML.read_text(encoding="utf-8"), AM_ENV))
     routes = [config["route"], *config["route"].get("routes", [])]
     for route in routes:
         for key in ("group_wait", "group_interval"):
             route[key] = "1s"
         route["repeat_interval"] = "1h"
-    config["receivers"] = [{"name": r["name"],
-                            "webhook_configs": [{"url": f"{hook_url}/{r['name']}", "send_resolved": True}]}
-                           for r in config["receivers"]]
-    config.pop("templates", None)
-    config["global"] = {"resolve_timeout": "5m"}
+    receivers = []
+    for r in config["receivers"]:
+        receiver = {"name": r["name"],
+                    "webhook_configs": [{"url": f"{hook_url}/{r['name']}", "send_resolved": True}]}
+        if r["name"] == "telegram":  # the real Telegram notifier and template, Bot API on loopback
+            receiver["telegram_configs"] = [{**r["telegram_configs"][0], "api_url": f"{hook_url}/telegram-api"}]
+        if r["name"] == "email":  # the real e-mail notifier and templates, SMTP on loopback, no TLS/auth
+            receiver["email_configs"] = [{**r["email_configs"][0], "smarthost": smtp_address,
+                                          "require_tls": False}]
+        receivers.append(receiver)
+    config["receivers"] = receivers
+    config["templates"] = [str(t) for t in ALERTMANAGER_YML.parent.glob("*.tmpl")]
+    config["global"] = {"resolve_timeout": "5m", "smtp_from": AM_ENV["ALERT_EMAIL_FROM"]}
     path = tmp_path / "alertmanager.yml"
     path.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
     return path
@@ -148,8 +219,9 @@ def alertmanager_copy(tmp_path: Path, hook_url: str) -> Path:
 def stack(tmp_path):
     need_binary("prometheus-alertmanager")
     hook = Webhook()
+    smtp = Smtp()
     am_port = free_port()
-    am = Proc(["prometheus-alertmanager", f"--config.file={alertmanager_copy(tmp_path, hook.url)}",
+    am = Proc(["prometheus-alertmanager", f"--config.file={alertmanager_copy(tmp_path, hook.url, smtp.address)}",
                f"--storage.path={tmp_path / 'am-data'}", f"--web.listen-address=127.0.0.1:{am_port}",
                "--cluster.listen-address=", "--log.level=warn"], tmp_path / "alertmanager.log")
     prom = writer = None
@@ -158,6 +230,7 @@ def stack(tmp_path):
         prom, prom_url = start_prometheus(tmp_path, rule_files=rules_copy(tmp_path),
                                           alertmanager=f"127.0.0.1:{am_port}")
         writer = Writer(prom_url)
+        hook.smtp = smtp
         yield hook, writer, prom_url, f"http://127.0.0.1:{am_port}"
         assert not writer.errors, writer.errors[:3]
     finally:
@@ -167,6 +240,7 @@ def stack(tmp_path):
             prom.stop()
         am.stop()
         hook.close()
+        smtp.close()
 
 
 def am_alerts(am_url: str, **labels) -> list:
@@ -206,6 +280,33 @@ def test_fault_reaches_webhook_and_resolves(stack):
     # critical: also to Telegram and mail (real routes), each as its own receiver
     wait_until(lambda: hook.alerts("telegram", alertname="DiskFull") and hook.alerts("email", alertname="DiskFull"),
                30, what="DiskFull at the telegram and email receivers")
+
+    # the Telegram message, rendered by commune.tmpl, in Vietnamese
+    def telegram_message():
+        for path, ctype, raw in list(hook.telegram):
+            text = raw.decode("utf-8")
+            if "DiskFull" in text or "pc-01" in text:
+                return path, ctype, text
+    path, ctype, text = wait_until(telegram_message, 30, what="DiskFull through the Telegram Bot API")
+    assert path == f"/telegram-api/bot{AM_ENV['TELEGRAM_BOT_TOKEN']}/sendMessage"
+    body = json.loads(text) if "json" in ctype else dict(urllib.parse.parse_qsl(text))
+    assert str(body["chat_id"]) == AM_ENV["TELEGRAM_CHAT_ID"] and body["parse_mode"] == "HTML"
+    message = body["text"]
+    assert message.startswith("<b>[NGHIÊM TRỌNG] Xã/phường 09667: Ổ đĩa C: của máy pc-01 sắp đầy.</b>"), message
+    assert "🔴 Ổ đĩa C: của máy pc-01 sắp đầy." in message
+    assert '<a href="docs/runbooks.md#diskfull">hướng dẫn</a>' in message
+
+    # the e-mail, rendered by commune.tmpl: Vietnamese subject, HTML and text parts
+    mail = wait_until(lambda: [m for m in hook.smtp.messages if "pc-01" in str(m["Subject"])], 30,
+                      what="DiskFull by e-mail")[0]
+    assert mail["Subject"] == "[NGHIÊM TRỌNG] Xã/phường 09667: Ổ đĩa C: của máy pc-01 sắp đầy."
+    assert mail["To"] == AM_ENV["ALERT_EMAIL_TO"]
+    html = mail.get_body(("html",)).get_content()
+    assert "<b>Đang xảy ra: Ổ đĩa C: của máy pc-01 sắp đầy.</b>" in html
+    assert '<a href="docs/runbooks.md#diskfull">Hướng dẫn xử lý</a>' in html
+    text_part = mail.get_body(("plain",)).get_content()
+    assert "● Đang xảy ra: Ổ đĩa C: của máy pc-01 sắp đầy." in text_part
+    assert "Đơn vị: 09667 · máy/agent: pc-01" in text_part
 
     disk(writer, "09667", "pc-01", 50e9)  # the fault clears
     wait_until(lambda: notified("resolved"), 60, what="DiskFull resolved at the webhook")
