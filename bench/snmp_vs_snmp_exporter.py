@@ -16,7 +16,6 @@ import asyncio
 import concurrent.futures
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ sys.path.insert(0, str(REPO))
 from agent.inputs.snmp import build  # noqa: E402
 from agent.inputs.snmp.config import Config  # noqa: E402
 from agent.schema import load_model  # noqa: E402
-from tests.support import Proc, free_port, wait_until  # noqa: E402
+from tests.support import Proc, free_port  # noqa: E402
 from tests.test_snmp_live import start_snmpsim  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "fixtures" / "snmp"

@@ -16,7 +16,7 @@ from agent.inputs.snmp.decode import (DECODERS, ERROR_STATE_BITS, error_state_co
                                       supply_class, supply_ratio, supply_type)
 from agent.inputs.snmp.profiles import (Values, detect_roots, load_profiles, parse_profile, probe_from,
                                         snmprec_values, subset, system_from)
-from agent.schema import ConfigErrors, Secret, load_model, load_yaml
+from agent.schema import ConfigErrors, load_model, load_yaml
 from tests.support import LOCAL_FIXTURES, REPO, shared_fixture
 
 OWN = LOCAL_FIXTURES / "snmp"

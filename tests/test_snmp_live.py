@@ -11,7 +11,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 from pathlib import Path
 from typing import Dict, List, Sequence
 
@@ -19,8 +18,7 @@ import pytest
 import yaml
 
 from agent.inputs.snmp import build
-from agent.inputs.snmp.client import SnmpClient
-from agent.inputs.snmp.config import AuthConfig, Config, TargetConfig
+from agent.inputs.snmp.config import AuthConfig, Config
 from agent.inputs.snmp.discover import DiscoveryInput, sweep
 from agent.runner import Runner
 from agent.schema import Secret, load_model

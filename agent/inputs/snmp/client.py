@@ -10,17 +10,19 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import weakref
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Sequence, Tuple
 
 from pysnmp.hlapi.v3arch.asyncio import (
     CommunityData, ContextData, ObjectIdentity, ObjectType, SnmpEngine, UdpTransportTarget,
-    Udp6TransportTarget, UsmUserData, bulk_cmd, get_cmd, next_cmd,
+    Udp6TransportTarget, UsmUserData, get_cmd,
     usmHMACMD5AuthProtocol, usmHMACSHAAuthProtocol, usmHMAC128SHA224AuthProtocol,
     usmHMAC192SHA256AuthProtocol, usmHMAC256SHA384AuthProtocol, usmHMAC384SHA512AuthProtocol,
     usmNoAuthProtocol, usmNoPrivProtocol, usmDESPrivProtocol, usmAesCfb128Protocol,
     usmAesCfb192Protocol, usmAesCfb256Protocol, usmAesBlumenthalCfb192Protocol,
     usmAesBlumenthalCfb256Protocol,
 )
+from pysnmp.entity.rfc3413 import cmdgen
+from pysnmp.hlapi.v3arch.asyncio.lcd import CommandGeneratorLcdConfigurator
 from pysnmp.proto import rfc1902, rfc1905
 from pyasn1.type import univ
 
@@ -44,6 +46,13 @@ _PRIV = {
 _AUTH_ERRORS = ("unknownusername", "unknownsecurityname", "wrongdigest", "decryptionerror",
                 "notintimewindow", "unsupportedsecuritylevel", "authenticationfailure",
                 "unknownengineid", "unavailablecontext", "unknowncontext")
+
+_LCD = CommandGeneratorLcdConfigurator()
+_NULL = univ.Null("")
+# The command generators of pysnmp's lower layer, fed (OID, Null) pairs directly: the high-level
+# API would resolve every OID against the MIB tree first, which costs CPU and tells us nothing.
+_GENERATORS = {"get": cmdgen.GetCommandGenerator(), "next": cmdgen.NextCommandGenerator(),
+               "bulk": cmdgen.BulkCommandGenerator()}
 
 _ENGINES: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Dict[str, SnmpEngine]]" = \
     weakref.WeakKeyDictionary()
@@ -138,12 +147,23 @@ class SnmpClient:
             self._transport = (loop, target)
         return self._transport[1]
 
-    async def _request(self, fn, *args) -> Sequence:
+    async def _request(self, kind: str, *args, oids: Sequence[Oid]) -> Sequence:
+        """One request (``get``, ``next`` or ``bulk`` with non-repeaters and max-repetitions)."""
         transport = await self._target()
         self.requests += 1
+        eng = engine(self._engine_key)
+        future = asyncio.get_running_loop().create_future()
+
+        def done(_engine, _handle, indication, status, index, var_binds, _ctx):
+            if not future.done():
+                future.set_result((indication, status, index, var_binds))
+
         try:
-            indication, status, index, var_binds = await fn(
-                engine(self._engine_key), self._auth_data, transport, self._context, *args, lookupMib=False)
+            addr_name, _params = _LCD.configure(eng, self._auth_data, transport, self._context.contextName)
+            _GENERATORS[kind].send_varbinds(
+                eng, addr_name, self._context.contextEngineId, self._context.contextName, *args,
+                [(rfc1902.ObjectName(o), _NULL) for o in oids], done)
+            indication, status, index, var_binds = await future
         except OSError as exc:
             raise SnmpError("unreachable", f"{self.address}:{self.port}: {exc.strerror or exc}") from None
         if indication:
@@ -154,7 +174,7 @@ class SnmpClient:
         if status:
             raise _StatusError(str(status.prettyPrint() if hasattr(status, "prettyPrint") else status),
                                int(index))
-        return var_binds
+        return var_binds or ()
 
     async def _diagnose_privacy(self, transport) -> None:
         """An authPriv request timed out: agents drop what they cannot decrypt. Ask once without
@@ -184,7 +204,7 @@ class SnmpClient:
             chunk = pending[start:start + 30]
             while chunk:
                 try:
-                    vbs = await self._request(get_cmd, *[ObjectType(ObjectIdentity(_dotted(o))) for o in chunk])
+                    vbs = await self._request("get", oids=chunk)
                 except _StatusError as exc:
                     if exc.status == "noSuchName" and 0 < exc.index <= len(chunk):
                         chunk.pop(exc.index - 1)  # SNMPv1: drop the missing one and ask again
@@ -204,8 +224,7 @@ class SnmpClient:
         out: Dict[str, object] = {}
         while names:
             try:
-                vbs = await self._request(next_cmd, *[ObjectType(ObjectIdentity(_dotted(roots[n])))
-                                                      for n in names])
+                vbs = await self._request("next", oids=[roots[n] for n in names])
             except _StatusError as exc:
                 if exc.status == "noSuchName" and 0 < exc.index <= len(names):
                     names.pop(exc.index - 1)  # SNMPv1 end of MIB
@@ -236,12 +255,12 @@ class SnmpClient:
         active = list(roots)
         reps = self.max_repetitions
         while active:
-            names = [ObjectType(ObjectIdentity(_dotted(cursor[r]))) for r in active]
+            names = [cursor[r] for r in active]
             try:
                 if self.auth.version == "1":
-                    vbs = await self._request(next_cmd, *names)
+                    vbs = await self._request("next", oids=names)
                 else:
-                    vbs = await self._request(bulk_cmd, 0, max(1, reps), *names)
+                    vbs = await self._request("bulk", 0, max(1, reps), oids=names)
             except _StatusError as exc:
                 if exc.status == "noSuchName" and self.auth.version == "1":
                     if 0 < exc.index <= len(active):  # end of the MIB for that column
@@ -278,6 +297,3 @@ class _StatusError(Exception):
         self.status = status
         self.index = index
 
-
-def _dotted(oid: Oid) -> str:
-    return ".".join(str(x) for x in oid)
