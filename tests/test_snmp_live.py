@@ -326,3 +326,22 @@ def test_ipv6_loopback_target(tmp_path):
         assert value(s, "commune_ups_battery_replace", target="ups6") == 1
     finally:
         proc.stop()
+
+
+def test_discover_command_with_the_agent_config(lan, tmp_path):
+    """-c: the auths of the agent config are tried in turn; the snippet references them by name."""
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(yaml.safe_dump({"snmp": {
+        "auths": {"old": {"community": "retired-community"}, "office": {"community": "public"}},
+        "discovery": {"port": lan, "timeout": "500ms", "rate": 20}}}))
+    out_file = tmp_path / "found.yaml"
+    proc = subprocess.run(agent_command() + ["discover", "127.0.0.2/31", "-c", str(cfg),
+                                             "--write-config", str(out_file)],
+                          capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert [line.split()[:2] for line in proc.stdout.splitlines()[1:]] == [["127.0.0.2", "printer"],
+                                                                           ["127.0.0.3", "router"]]
+    snippet = yaml.safe_load(out_file.read_text())["snmp"]
+    assert "auths" not in snippet and {t["auth"] for t in snippet["targets"]} == {"office"}
+    for secret in ("retired-community", "public"):
+        assert secret not in proc.stdout + proc.stderr
