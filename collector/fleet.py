@@ -6,7 +6,7 @@ polling agent uses (``target``, for printers, routers and UPSes). The collector'
 serves :func:`fleet_samples`, so rules and dashboards can join on age, model and rated life::
 
     commune_office_info{commune,name,province} 1
-    commune_device_info{commune,device,kind,model,location,agent,target} 1
+    commune_device_info{commune,device,kind,model,location,address,agent,target} 1
     commune_device_purchase_timestamp_seconds{commune,device}
     commune_device_rated_life_seconds{commune,device}
     commune_device_rated_life_pages{commune,device}        (printers with a known rating)
@@ -78,6 +78,9 @@ class Device:
     agent: str = ""
     # Printers, routers, UPSes: SNMP target name in the polling agent's config.
     target: str = ""
+    # Where the device is on the office LAN (IP address or host name), for the people reading
+    # the dashboards; informational, the tie to the series is agent and target.
+    address: str = ""
 
     def validate(self) -> Iterator[tuple]:
         if _bad_id(self.id):
@@ -225,7 +228,7 @@ def fleet_samples(fleet: Fleet) -> List[Sample]:
     for d in fleet.devices:
         ident = {"commune": d.commune, "device": d.id}
         out.append(sample("commune_device_info", 1, **ident, kind=d.kind, model=d.model,
-                          location=d.location, agent=d.agent, target=d.target))
+                          location=d.location, address=d.address, agent=d.agent, target=d.target))
         if d.purchase_date is not None:
             out.append(sample("commune_device_purchase_timestamp_seconds",
                               _timestamp(_dt.date.fromisoformat(d.purchase_date)), **ident))

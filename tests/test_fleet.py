@@ -66,7 +66,7 @@ def test_sample_values():
     assert ("commune_device_purchase_timestamp_seconds", "printer-01") not in got  # unknown date: no series
     assert got[("commune_device_info", "printer-01")].labels == {
         "commune": "09667", "device": "printer-01", "kind": "printer", "model": "HP LaserJet Pro M404dn",
-        "location": "", "agent": "pc-01", "target": "printer-01"}
+        "location": "", "address": "", "agent": "pc-01", "target": "printer-01"}
     assert got[("commune_office_info", None)].labels == {"commune": "09667", "name": "Xã Tân Lập",
                                                          "province": "Phú Thọ"}
 
@@ -141,8 +141,8 @@ INVALID = {
         "pc, laptop, printer, router, ups"),
     "unknown field": (
         BASE + "    colour: grey\n",
-        "fleet.yaml:12: devices[0].colour: unknown field 'colour' (known fields: agent, commune, id, kind, "
-        "location, model, purchase_date, rated_life_pages, rated_life_years, target)"),
+        "fleet.yaml:12: devices[0].colour: unknown field 'colour' (known fields: address, agent, commune, id, "
+        "kind, location, model, purchase_date, rated_life_pages, rated_life_years, target)"),
     "communes missing": (
         "devices: []\n",
         "fleet.yaml:1: communes: required field is missing"),
