@@ -63,6 +63,9 @@ def test_promtool_check_config_loads_the_rules(tmp_path):
     sd = [job for job in config["scrape_configs"] if "http_sd_configs" in job]
     assert sd and sd[0]["http_sd_configs"][0]["url"].endswith("/api/v1/sd")
     assert "--web.enable-remote-write-receiver" in PROMETHEUS_YML.read_text()
+    # the alerts on scrape targets name these jobs (CollectorDown, AgentScrapeFailing)
+    assert {job["job_name"] for job in config["scrape_configs"]} == {"collector", "agent"}
+    assert sd[0]["job_name"] == "agent"
 
 
 def render_alertmanager(tmp_path: Path) -> Path:
@@ -86,6 +89,18 @@ def test_amtool_check_config(tmp_path):
     # secrets come from files or deploy-time placeholders, never from this repository
     raw = (ALERTMANAGER / "alertmanager.yml").read_text()
     assert "${TELEGRAM_BOT_TOKEN}" in raw and "auth_password_file" in raw and "credentials_file" in raw
+
+
+def test_inhibitions_name_real_alerts():
+    config = yaml.safe_load((ALERTMANAGER / "alertmanager.yml").read_text(encoding="utf-8"))
+    by_name = {a["alert"]: a for a in alerts()}
+    first = config["inhibit_rules"][0]
+    names = re.fullmatch(r'alertname=~"([^"]+)"', first["source_matchers"][0]).group(1).split("|")
+    for name in names:  # every source of the commune-wide inhibition is a commune-scope critical alert
+        assert by_name[name]["labels"] == {"severity": "critical", "scope": "commune"}, name
+    assert first["equal"] == ["commune"]
+    # and nothing commune-wide is silenced by it
+    assert first["target_matchers"] == ['scope=~"device|service"']
 
 
 def test_every_alert_is_labelled_and_documented():
