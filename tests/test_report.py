@@ -112,7 +112,7 @@ def pipeline(tmp_path_factory):
     procs = [prom]
     try:
         coll, coll_url, state = start_collector(tmp, [prom_url + "/api/v1/write"],
-                                                extra={"fleet_file": str(fleet)})
+                                                extra={"fleet_file": str(fleet), "limits": {"max_sample_age": "40d"}})
         procs.append(coll)
         # Prometheus scrapes the collector for the inventory (honor_labels keeps commune/agent)
         cfg = yaml.safe_load((tmp / "prometheus.yml").read_text())
