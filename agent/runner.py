@@ -27,7 +27,7 @@ Sink = Callable[[Batch], None]
 
 
 class _State:
-    __slots__ = ("samples", "duration", "success", "started", "pending")
+    __slots__ = ("samples", "duration", "success", "started", "pending", "last_error")
 
     def __init__(self) -> None:
         self.samples: List[Sample] = []
@@ -35,6 +35,7 @@ class _State:
         self.success = 0
         self.started = 0.0
         self.pending: Optional[concurrent.futures.Future] = None
+        self.last_error = ""  # logged once while it repeats, not every cycle
 
 
 class Runner:
@@ -73,18 +74,26 @@ class Runner:
         started = self.clock()
         t0 = time.perf_counter()
         samples: List[Sample] = []
-        ok = 0
+        ok, error, level = 0, "", logging.ERROR
         try:
             samples = list(await asyncio.wait_for(self._call(inp, state), inp.timeout) or ())
             ok = 1
         except asyncio.TimeoutError:
-            log.warning("input %s: collection exceeded its %gs deadline", inp.name, inp.timeout)
+            error, level = f"collection exceeded its {inp.timeout:g}s deadline", logging.WARNING
         except _StillRunning:
-            log.warning("input %s: previous collection still running; skipped this cycle", inp.name)
+            error, level = "previous collection still running; skipped this cycle", logging.WARNING
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # an input bug must not stop the others
-            log.error("input %s failed: %s", inp.name, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+            error = f"failed: {exc}"
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("input %s failed", inp.name, exc_info=True)
+        if error and error != state.last_error:
+            log.log(level, "input %s: %s%s", inp.name, error,
+                    "" if not state.last_error else " (was: " + state.last_error + ")")
+        elif not error and state.last_error:
+            log.info("input %s: collecting again after: %s", inp.name, state.last_error)
+        state.last_error = error
         duration = time.perf_counter() - t0
         own = [
             sample("commune_agent_input_duration_seconds", duration, input=inp.name),

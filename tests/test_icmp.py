@@ -312,11 +312,12 @@ def test_neither_socket_kind_allowed_is_a_clear_startup_error():
         proc, _ = probe_in(ns, icmp_yaml([("lo", "127.0.0.1", "service")], privileged='"true"'),
                            user=NOBODY, check=False)
         assert proc.returncode == 1 and "privileged: true: raw sockets are not permitted" in proc.stderr
-        # the agent itself refuses to start with the same message and no traceback
+        # with ICMP targets configured, the agent itself refuses to start with the same message
         readable = Path(tempfile.mkdtemp(prefix="icmp-cfg-"))
         try:
             readable.chmod(0o755)
-            (readable / "agent.yaml").write_text("icmp: {privileged: auto}\n")
+            (readable / "agent.yaml").write_text(
+                "icmp: {privileged: auto, targets: [{name: lo, address: 127.0.0.1, hop: service}]}\n")
             (readable / "agent.yaml").chmod(0o644)
             proc = ns.run(*support.agent_command(), "-c", readable / "agent.yaml", user=NOBODY, check=False,
                           timeout=30)
@@ -325,6 +326,27 @@ def test_neither_socket_kind_allowed_is_a_clear_startup_error():
         assert proc.returncode == 1, proc.stderr
         assert f"icmp.privileged: privileged: auto: unprivileged ICMP sockets are not permitted" in proc.stderr
         assert "cannot start: 1 error(s)" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_gateway_probe_alone_without_icmp_sockets_leaves_the_agent_running():
+    """No targets of its own (the default config): the agent runs on, the icmp input reports 0."""
+    import asyncio
+
+    from agent.runner import Runner
+
+    section = icmp.Config(targets=[])
+    inp = icmp.UnavailableInput(section, "icmp.privileged: ICMP needs either net.ipv4.ping_group_range ...")
+    runner = Runner([inp])
+    asyncio.run(runner.collect_once(inp))
+    snap = {(s.name, s.labels.get("input")): s.value for s in runner.snapshot()}
+    assert snap[("commune_agent_input_success", "icmp")] == 0
+    with namespaces(1) as (ns,):  # ping_group_range "1 0": nobody may open no ICMP socket
+        proc = ns.run(sys.executable, "-c",
+                      "from agent.inputs import icmp; "
+                      "[i] = icmp.build(icmp.Config(), None); print(type(i).__name__, i.reason)",
+                      user=NOBODY, check=False, timeout=30)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.startswith("UnavailableInput icmp.privileged: privileged: auto: unprivileged ICMP")
 
 
 # ---------------------------------------------------------------- in this process, on loopback

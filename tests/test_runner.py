@@ -163,3 +163,19 @@ def test_self_input_reports_build_memory_and_cpu():
     assert abs(got["process_resident_memory_bytes"].value - rss) < 50 * 2**20
     assert got["process_cpu_seconds_total"].value > 0
     assert got["process_start_time_seconds"].value == pytest.approx(psutil.Process().create_time())
+
+
+def test_a_repeating_failure_is_logged_once_and_recovery_is_logged(caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="agent.runner")
+    inp = Raises()
+    runner = Runner([inp])
+    for _ in range(5):
+        asyncio.run(runner.collect_once(inp))
+    assert caplog.text.count("device exploded") == 1
+    inp.collect = lambda: [sample("node_boot_time_seconds", 1)]
+    asyncio.run(runner.collect_once(inp))
+    assert "input raises: collecting again after: failed: device exploded" in caplog.text
+    snap = {(s.name, s.labels.get("input")): s.value for s in runner.snapshot()}
+    assert snap[("commune_agent_input_success", "raises")] == 1

@@ -423,8 +423,31 @@ class IcmpInput:
         return out
 
 
+class UnavailableInput:
+    """The automatic gateway probe where this process may open no ICMP socket at all.
+
+    With no ICMP targets of its own configured, the agent still runs (host, SNMP, probes, push):
+    each cycle fails with the fix in the message, which the runner logs once and exports as
+    ``commune_agent_input_success{input="icmp"} 0``. Explicit targets make it a startup error.
+    """
+
+    def __init__(self, section: Config, reason: str):
+        self.name = NAME
+        self.interval = section.interval
+        self.timeout = section.timeout
+        self.reason = reason
+
+    def collect(self) -> List[Sample]:
+        raise RuntimeError(self.reason)
+
+
 def build(section: Config, config) -> list:
-    privileged = choose_privileged(section.privileged)
+    try:
+        privileged = choose_privileged(section.privileged)
+    except ConfigErrors as exc:
+        if section.targets:
+            raise
+        return [UnavailableInput(section, str(exc.errors[0]))]
     log.debug("icmp: using %s sockets", "raw" if privileged else "unprivileged ICMP datagram")
     pinger = IcmplibPinger(privileged, section.count, section.echo_interval, section.echo_timeout,
                            section.payload_size)
