@@ -321,7 +321,7 @@ ready_url() {
 config_sum() {
   local files=()
   case "$1" in
-    prometheus) files=("$ETC/prometheus.yml" "$REPO"/collector/rules/*.yml) ;;
+    prometheus) files=("$ETC/prometheus.yml") ;;   # the rules are reloaded, see start_one
     alertmanager) files=("$ETC/alertmanager.yml") ;;
     collector) files=("$ETC/collector.yaml") ;;   # the fleet file is re-read by the collector itself
     agent) files=("$ETC/agent.yaml") ;;
@@ -337,7 +337,13 @@ start_one() {
   pid=$(running_pid "$name")
   if [ -n "$pid" ]; then
     if [ "$(cat "$RUN/$name.sum" 2>/dev/null)" = "$sum" ]; then
-      say "$name already running (pid $pid)"
+      if [ "$name" = prometheus ]; then  # pick up edits of collector/rules without a restart
+        "$PY" "$STACK_PY" post "http://127.0.0.1:${PORT[prometheus]}/-/reload" \
+          || die "Prometheus refused to reload its rules: see $LOG/prometheus.log"
+        say "$name already running (pid $pid), rules reloaded"
+      else
+        say "$name already running (pid $pid)"
+      fi
       return 0
     fi
     say "$name: configuration changed, restarting"

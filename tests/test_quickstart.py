@@ -171,6 +171,7 @@ def test_quickstart_runs_the_stack_again_idempotently_and_stops_it(stack):
     for name in COMPONENTS:
         assert f"quickstart: {name} already running (pid {started[name]})" in second.stdout
     assert "enrolled" not in second.stdout
+    assert f"quickstart: prometheus already running (pid {started['prometheus']}), rules reloaded" in second.stdout
     assert {k: v for k, v in pids(prefix).items() if k in COMPONENTS} == {k: started[k] for k in COMPONENTS}
     for name in COMPONENTS:
         needle = str(prefix / "etc")

@@ -6,6 +6,7 @@
     stack.py pick-port PORT [TAKEN...]      first port from PORT up that is free and not in TAKEN
     stack.py wait-http URL SECONDS PIDFILE  poll URL until it answers 2xx; fail early if the pid dies
     stack.py has-series PROM_URL QUERY SECONDS   poll Prometheus until QUERY returns a series
+    stack.py post URL                       POST an empty body (Prometheus /-/reload); exit 1 unless 2xx
     stack.py configs                        write every config from the QS_* environment (needs PyYAML)
 
 Everything but ``configs`` uses the standard library only, so it runs before the venv exists.
@@ -41,9 +42,12 @@ def venv_ok(repo: str) -> bool:
     if not Path(agent.__file__).resolve().is_relative_to(Path(repo).resolve()):
         return False
     try:
-        from pip._vendor.packaging.requirements import Requirement
-    except ImportError:  # no pip in the venv: let pip install decide
-        return False
+        from packaging.requirements import Requirement
+    except ImportError:
+        try:
+            from pip._vendor.packaging.requirements import Requirement
+        except ImportError:  # neither: let pip install decide
+            return False
     wanted = {"all"}
     reqs = [Requirement(r) for r in (dist.requires or [])]
     # "all" names the project's other extras: expand them
@@ -126,6 +130,16 @@ def has_series(prom: str, query: str, seconds: float) -> int:
             pass
         time.sleep(1)
     return 1
+
+
+def post(url: str) -> int:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=b"", method="POST"), timeout=60) as resp:
+            return 0 if 200 <= resp.status < 300 else 1
+    except Exception as exc:  # refused, or an error status (a broken rule file)
+        detail = exc.read().decode("utf-8", "replace").strip() if hasattr(exc, "read") else ""
+        print(f"POST {url}: {getattr(exc, 'reason', exc)} {detail}".strip(), file=sys.stderr)
+        return 1
 
 
 # ---------------------------------------------------------------- configs
@@ -299,6 +313,8 @@ def main(argv) -> int:
         return wait_http(args[0], float(args[1]), args[2] if len(args) > 2 else "")
     if cmd == "has-series":
         return has_series(args[0], args[1], float(args[2]))
+    if cmd == "post":
+        return post(args[0])
     if cmd == "configs":
         return configs()
     print(f"stack.py: unknown command {cmd!r}", file=sys.stderr)
