@@ -15,6 +15,7 @@ from agent.web import MetricsServer
 
 log = logging.getLogger("agent")
 
+
 class Agent:
     def __init__(self, config, listen_address: Optional[str] = None):
         self.config = config

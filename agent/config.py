@@ -100,7 +100,7 @@ _FIXED = (("agent", AgentSection), ("web", WebSection))
 
 @functools.lru_cache(maxsize=1)
 def config_class() -> type:
-    """The top-level model: fixed sections, then one per input module, then extra sections."""
+    """The top-level model: the fixed sections, then one per module listed in agent.inputs."""
     fields = [(name, cls, field(default_factory=cls)) for name, cls in _FIXED]
     for name, cls in inputs.sections():
         fields.append((name, cls, field(default_factory=cls)))

@@ -2,8 +2,8 @@
 
 Each module defines ``NAME``, a ``Config`` dataclass deriving from
 :class:`agent.inputs.base.InputSection`, and ``build(section, config) -> list`` of inputs;
-see :mod:`agent.inputs.base`. Modules that bring a config section but are not inputs (the push
-queue, for example) are listed in ``SECTIONS`` and define ``NAME`` and ``Config`` only.
+see :mod:`agent.inputs.base`. The push queue (``agent.push``) is listed here too: its section
+brings the ``queue`` input that reports the queue's own metrics.
 """
 from __future__ import annotations
 
@@ -20,15 +20,12 @@ INPUTS: Tuple[str, ...] = (
     "agent.push",  # push queue (config section "push"); brings the "queue" input when enabled
 )
 
-SECTIONS: Tuple[str, ...] = ()
-
-
 def _modules(names):
     return [importlib.import_module(n) for n in names]
 
 
 def sections() -> List[tuple]:
-    return [(m.NAME, m.Config) for m in _modules(INPUTS + SECTIONS)]
+    return [(m.NAME, m.Config) for m in _modules(INPUTS)]
 
 
 def build_all(config) -> list:
