@@ -1,0 +1,131 @@
+"""The central Prometheus config as shipped (collector/prometheus/prometheus.yml) with the real
+collector and a real agent in pull mode: the collector's /metrics (fleet inventory) is scraped
+with its commune labels kept, its http_sd lists the agent, and the rules join the two into
+replacement factors and scores.
+
+Test copy of prometheus.yml: ports of the collector and the http_sd URL point at the test's
+collector, scrape and evaluation intervals are 1s, rule files are the repository's (absolute
+glob), no Alertmanager. Test copy of the rules: group intervals (10m for the replacement groups)
+shortened to 1s, so the first evaluation comes within seconds; the expressions are the real ones.
+"""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.support import REPO, VENV_BIN, Proc, agent_command, free_port, need_binary, prom_query, wait_until
+
+pytestmark = pytest.mark.timeout(180)
+
+PROMETHEUS_YML = REPO / "collector" / "prometheus" / "prometheus.yml"
+FLEET = REPO / "config" / "fleet.example.yaml"
+
+
+def collector_command():
+    script = VENV_BIN / "commune-collector"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "collector"]
+
+
+def test_shipped_prometheus_config_with_collector_and_pull_agent(tmp_path):
+    need_binary("prometheus")
+    prom_port, coll_port, agent_port = free_port(), free_port(), free_port()
+
+    # collector with the example fleet, and a token for a pull-mode agent of 09667
+    (tmp_path / "rules").mkdir()
+    coll_cfg = tmp_path / "collector.yaml"
+    coll_cfg.write_text(yaml.safe_dump({
+        "web": {"listen_address": f"127.0.0.1:{coll_port}"},
+        "upstreams": [{"url": f"http://127.0.0.1:{prom_port}/api/v1/write"}],
+        "state": {"dir": str(tmp_path / "collector-state")},
+        "fleet_file": str(FLEET),
+    }))
+    added = subprocess.run([*collector_command(), "token", "add", "--commune", "09667", "--agent", "pc-motcua-01",
+                            "--pull-address", f"127.0.0.1:{agent_port}", "-c", str(coll_cfg)],
+                           capture_output=True, text=True, timeout=60)
+    assert added.returncode == 0, added.stderr
+
+    # the agent: host input only (no ICMP to the real gateway, no SMART), /metrics on loopback
+    agent_cfg = tmp_path / "agent.yaml"
+    agent_cfg.write_text(yaml.safe_dump({
+        "agent": {"id": "pc-motcua-01", "state_dir": str(tmp_path / "agent-state"), "interval": "1s"},
+        "web": {"listen_address": f"127.0.0.1:{agent_port}"},
+        "host": {"interval": "1s", "timeout": "1s"},
+        "icmp": {"enabled": False},
+        "smart": {"enabled": False},
+    }))
+
+    config = yaml.safe_load(PROMETHEUS_YML.read_text(encoding="utf-8"))
+    config["global"].update({"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "1s"})
+    config["alerting"] = {"alertmanagers": []}
+    for job in config["scrape_configs"]:
+        job.pop("scrape_interval", None)
+        for static in job.get("static_configs", []):
+            static["targets"] = [f"127.0.0.1:{coll_port}"]
+        for sd in job.get("http_sd_configs", []):
+            sd["url"] = sd["url"].replace("127.0.0.1:9722", f"127.0.0.1:{coll_port}")
+            sd["refresh_interval"] = "1s"
+    rules = []
+    for path in sorted((REPO / "collector" / "rules").glob("*.yml")):
+        copy = tmp_path / "rules" / path.name
+        copy.write_text(re.sub(r"(?m)^(\s+interval:) \S+$", r"\1 1s", path.read_text(encoding="utf-8")),
+                        encoding="utf-8")
+        rules.append(copy)
+    assert config["rule_files"] == ["../rules/*.yml"]
+    config["rule_files"] = [str(tmp_path / "rules" / "*.yml")]
+    prom_dir = tmp_path / "prometheus"
+    prom_dir.mkdir()
+    (prom_dir / "prometheus.yml").write_text(yaml.safe_dump(config))
+
+    procs = []
+    try:
+        coll = Proc([*collector_command(), "serve", "-c", str(coll_cfg)], tmp_path / "collector.log")
+        procs.append(coll)
+        coll.wait_http(f"http://127.0.0.1:{coll_port}/metrics")
+        agent = Proc([*agent_command(), "-c", str(agent_cfg)], tmp_path / "agent.log")
+        procs.append(agent)
+        agent.wait_http(f"http://127.0.0.1:{agent_port}/metrics")
+        prom = Proc([need_binary("prometheus"), f"--config.file={prom_dir / 'prometheus.yml'}",
+                     f"--storage.tsdb.path={prom_dir / 'data'}", f"--web.listen-address=127.0.0.1:{prom_port}",
+                     "--web.enable-remote-write-receiver", "--log.level=warn"], tmp_path / "prometheus.log")
+        procs.append(prom)
+        url = f"http://127.0.0.1:{prom_port}"
+        prom.wait_http(url + "/-/ready")
+
+        def one(query):
+            result = prom_query(url, query)
+            return result[0] if len(result) == 1 else None
+
+        # scraped: the collector keeps the inventory's own commune labels (honor_labels)
+        info = wait_until(lambda: one('commune_device_info{commune="09667", device="pc-motcua-01"}'), 60,
+                          what="the fleet inventory scraped from the collector")
+        assert info["metric"]["job"] == "collector" and info["metric"]["agent"] == "pc-motcua-01"
+        # discovered: the pull-mode agent comes from the collector's http_sd with its identity
+        up = wait_until(lambda: one('up{job="agent", commune="09667", agent="pc-motcua-01"} == 1'), 60,
+                        what="the pull-mode agent discovered over http_sd and scraped")
+        assert up["metric"]["instance"] == f"127.0.0.1:{agent_port}"
+        # recorded: the agent's real memory figures, then the factors of its inventory device
+        ratio = wait_until(lambda: one('commune_agent:node_memory_available:ratio{commune="09667", agent="pc-motcua-01"}'), 60,
+                           what="the memory ratio recorded from the agent's series")
+        assert 0 < float(ratio["value"][1]) <= 1
+        factors = wait_until(lambda: {r["metric"]["factor"]: float(r["value"][1]) for r in prom_query(
+            url, 'commune:device_replacement_factor:ratio{commune="09667", device="pc-motcua-01"}')}
+            if len(prom_query(url, 'commune:device_replacement_factor:ratio{commune="09667", device="pc-motcua-01", '
+                                   'factor=~"memory_pressure|cpu_saturation"}')) == 2 else None,
+            60, what="replacement factors of pc-motcua-01")
+        # bought 2015-03-12 with a 5-year life: past it
+        assert factors["age"] == 1
+        assert 0 <= factors["memory_pressure"] <= 1 and 0 <= factors["cpu_saturation"] <= 1
+        score = wait_until(lambda: one('commune:device_replacement_score:top_reason{commune="09667", device="pc-motcua-01"}'), 60,
+                           what="the score of pc-motcua-01")
+        assert score["metric"]["commune"] == "09667" and score["metric"]["kind"] == "pc"
+        assert 0 < float(score["value"][1]) <= 100
+        # devices without series of their own still have their age factor
+        assert one('commune:device_replacement_factor:ratio{commune="09667", device="router-main", factor="age"}')
+    finally:
+        for proc in reversed(procs):
+            proc.stop()
