@@ -248,14 +248,13 @@ def configs() -> int:
         if not isinstance(extra, dict):
             print(f"{env['QS_AGENT_CONFIG']}: expected a mapping of agent config sections", file=sys.stderr)
             return 1
-    note = ""
-    if "icmp" not in extra and not _ping_sockets_allowed():
-        agent["icmp"] = {"enabled": False}
-        note = ("# icmp is off: this user may not open ping sockets (net.ipv4.ping_group_range); run as root\n"
-                "# or see docs/deploy.md to allow them.\n")
-        print("note: the icmp input is off: this user may not open ping sockets "
-              "(net.ipv4.ping_group_range, see docs/deploy.md)", file=sys.stderr)
-    _write(etc / "agent.yaml", _yaml(generated + note, _merge(agent, extra)))
+    merged = _merge(agent, extra)
+    if (merged.get("icmp") or {}).get("enabled", True) and not _ping_sockets_allowed():
+        # the agent still runs: the gateway probe fails each round with the fix in its log
+        print("note: this user may not open ping sockets (net.ipv4.ping_group_range): the gateway "
+              "ping will fail until they are allowed (docs/deploy.md) or the quickstart runs as root",
+              file=sys.stderr)
+    _write(etc / "agent.yaml", _yaml(generated, merged))
 
     # Grafana (only used when grafana-server is installed): data source and dashboards provisioned.
     gf = etc / "grafana"
