@@ -166,8 +166,14 @@ def load_yaml(text: str, filename: str = "<config>") -> Tuple[Any, Dict[str, int
     if node is None:
         return None, lines
     constructor = _Loader(text)
+    bad: List[ConfigError] = []
     try:
-        return _convert(node, "", lines, constructor), lines
+        data = _convert(node, "", lines, constructor, bad)
+        if bad:
+            for err in bad:
+                err.file = filename
+            raise ConfigErrors(bad)
+        return data, lines
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
@@ -175,7 +181,8 @@ def load_yaml(text: str, filename: str = "<config>") -> Tuple[Any, Dict[str, int
                                         filename)]) from None
 
 
-def _convert(node: yaml.Node, path: str, lines: Dict[str, int], constructor: yaml.SafeLoader) -> Any:
+def _convert(node: yaml.Node, path: str, lines: Dict[str, int], constructor: yaml.SafeLoader,
+             bad: List[ConfigError]) -> Any:
     lines.setdefault(path, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         constructor.flatten_mapping(node)
@@ -187,11 +194,19 @@ def _convert(node: yaml.Node, path: str, lines: Dict[str, int], constructor: yam
                 raise yaml.constructor.ConstructorError(
                     None, None, f"duplicate key {key!r}", key_node.start_mark)
             lines[child] = key_node.start_mark.line + 1
-            out[key] = _convert(value_node, child, lines, constructor)
+            out[key] = _convert(value_node, child, lines, constructor, bad)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_convert(item, join_path(path, i), lines, constructor) for i, item in enumerate(node.value)]
-    return constructor.construct_object(node, deep=True)
+        return [_convert(item, join_path(path, i), lines, constructor, bad) for i, item in enumerate(node.value)]
+    try:
+        return constructor.construct_object(node, deep=True)
+    except ValueError as exc:  # e.g. a date that does not exist: 2015-02-30
+        if node.tag == "tag:yaml.org,2002:timestamp":
+            message = f"bad date {node.value!r}, expected YYYY-MM-DD"
+        else:
+            message = f"cannot read {node.value!r}: {exc}"
+        bad.append(ConfigError(path, message, node.start_mark.line + 1))
+        return node.value
 
 
 # ---------------------------------------------------------------- environment substitution

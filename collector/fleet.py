@@ -19,9 +19,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Literal, Optional
 
 from agent.samples import Sample, sample
-import yaml
-
-from agent.schema import ConfigError, ConfigErrors, join_path, load_model, load_yaml
+from agent.schema import ConfigError, ConfigErrors, load_model, load_yaml
 
 KINDS = ("pc", "laptop", "printer", "router", "ups")
 AGENT_KINDS = ("pc", "laptop")      # tied to series by the agent running on the device
@@ -172,35 +170,9 @@ class Fleet:
         return self.defaults.rated_life_years.get(device.kind)
 
 
-def _bad_yaml_dates(text: str, filename: str) -> List[ConfigError]:
-    """YAML reads 2015-02-30 as a timestamp that is no date; name each one with path and line."""
-    errors: List[ConfigError] = []
-    loader = yaml.SafeLoader(text)
-
-    def walk(node: yaml.Node, path: str) -> None:
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                walk(value, join_path(path, key.value))
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                walk(item, join_path(path, i))
-        elif node.tag == "tag:yaml.org,2002:timestamp":
-            try:
-                loader.construct_yaml_timestamp(node)
-            except ValueError:
-                errors.append(ConfigError(path, f"bad date {node.value!r}, expected YYYY-MM-DD",
-                                          node.start_mark.line + 1, filename))
-
-    walk(yaml.compose(text, Loader=yaml.SafeLoader), "")
-    return errors
-
-
 def parse_fleet(text: str, filename: str = "fleet.yaml") -> Fleet:
     """Parse fleet YAML; raise :class:`ConfigErrors` listing every problem with path and line."""
-    try:
-        data, lines = load_yaml(text, filename)
-    except ValueError:  # agent.schema.load_yaml lets a timestamp that is no date escape
-        raise ConfigErrors(_bad_yaml_dates(text, filename)) from None
+    data, lines = load_yaml(text, filename)
     if not isinstance(data, dict):
         raise ConfigErrors([ConfigError("", "expected a mapping with communes and devices", 1, filename)])
     return load_model(Fleet, data, file=filename, lines=lines)
