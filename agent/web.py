@@ -6,7 +6,6 @@ hashes and TLS takes a certificate and key, as the Prometheus exporter-toolkit w
 from __future__ import annotations
 
 import base64
-import hmac
 import logging
 import ssl
 import threading

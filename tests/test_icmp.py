@@ -324,7 +324,7 @@ def test_neither_socket_kind_allowed_is_a_clear_startup_error():
         finally:
             shutil.rmtree(readable)
         assert proc.returncode == 1, proc.stderr
-        assert f"icmp.privileged: privileged: auto: unprivileged ICMP sockets are not permitted" in proc.stderr
+        assert "icmp.privileged: privileged: auto: unprivileged ICMP sockets are not permitted" in proc.stderr
         assert "cannot start: 1 error(s)" in proc.stderr and "Traceback" not in proc.stderr
 
 

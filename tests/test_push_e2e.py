@@ -4,12 +4,10 @@ queue at start, and enrollment against the real collector."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import stat
 import subprocess
 import time
-import urllib.parse
 import uuid
 from pathlib import Path
 from typing import List, Optional
@@ -17,7 +15,6 @@ from typing import List, Optional
 import pytest
 import yaml
 
-from agent import remote_write
 from agent.config import load_config
 from agent.push import Push, QueueInput, component
 from agent.samples import Batch, Sample, sample

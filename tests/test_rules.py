@@ -4,13 +4,11 @@ the unit tests in tests/rules/ (alerts before and after their for:, negative cas
 factors and scores on synthetic series)."""
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 
 from agent.schema import substitute_env

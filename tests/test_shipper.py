@@ -10,7 +10,6 @@ import subprocess
 import threading
 import time
 from email.utils import formatdate
-from pathlib import Path
 from typing import List, Optional
 
 import pytest
@@ -18,7 +17,7 @@ import pytest
 from agent import remote_write
 from agent.queue import Entry, Queue
 from agent.shipper import Backoff, HttpClient, Shipper, TokenSource, retry_after_seconds
-from tests.support import free_port, prom_query, start_victoria_metrics, wait_until, http_get
+from tests.support import free_port, prom_query, start_victoria_metrics, wait_until
 
 
 # ---------------------------------------------------------------- a recording server
