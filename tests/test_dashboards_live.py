@@ -258,8 +258,10 @@ def evaluate(url: str, target: dict, values: Dict[str, str], start: float, end: 
     expr = substitute(expr, values, int(end - start) + 1, rate_interval_s=RATE_INTERVAL_S)
     if target.get("instant"):
         return prom_api(url, "/api/v1/query", [("query", expr), ("time", str(end))])["result"]
+    # Points every 2s ending exactly at ``end``, so the last one sees the newest samples.
+    first = end - 2 * int((end - start) // 2)
     result = prom_api(url, "/api/v1/query_range",
-                      [("query", expr), ("start", str(start)), ("end", str(end)), ("step", "2")])["result"]
+                      [("query", expr), ("start", str(first)), ("end", str(end)), ("step", "2")])["result"]
     return [s for s in result if s.get("values")]
 
 
@@ -363,10 +365,15 @@ def test_every_panel_query_has_data_from_the_real_pipeline(tmp_path):
                 key = (name, panel["title"], target["refId"])
                 results[key] = evaluate(prom_url, target, values, start, end)
                 if not results[key] and key not in exempt:
-                    empty.append(f"{key}: {substitute(target['expr'], values, int(end - start) + 1)}")
+                    empty.append(f"{key}: {substitute(target['expr'], values, int(end - start) + 1, RATE_INTERVAL_S)}")
         assert set(NOT_FEASIBLE) <= set(results), f"stale NOT_FEASIBLE entries: {set(NOT_FEASIBLE) - set(results)}"
         assert len(results) > 100
-        assert not empty, "queries without data:\n" + "\n".join(empty) + "\n--- agent log ---\n" + agent.log()[-2000:]
+        if empty:
+            raw = {q: support.prom_query(prom_url, q, end) for q in (
+                f"commune_printer_pages_total[{int(end - start) + 1}s]",
+                f"commune_snmp_if_in_octets_total{{if_index=\"2\"}}[{int(end - start) + 1}s]")}
+            raise AssertionError("queries without data:\n" + "\n".join(empty) + f"\n--- raw series ---\n{raw}"
+                                 + "\n--- agent log ---\n" + agent.log()[-2000:])
 
         # The faults fed in show up where they should.
         def last(key):
