@@ -35,91 +35,17 @@ from typing import Callable, Dict, List, Optional, Tuple
 from aiohttp import web
 
 from agent.exposition import CONTENT_TYPE, render
-from agent.remote_write import RemoteWriteError, decode, encode
+from agent.remote_write import RemoteWriteError, encode
 from agent.samples import Sample, sample
 from collector import __version__
 from collector.config import CollectorConfig, load_fleet_file
+from collector.ingest import LimitError, rewrite, snappy_announced_length
 from collector.state import StateError, Store
 from collector.upstream import Forwarder
 
 log = logging.getLogger("collector")
 
-IDENTITY_LABELS = ("commune", "agent")
 MAX_ENROLL_BODY = 4096
-
-
-class LimitError(Exception):
-    """A write request over one of the configured limits; ``status`` is 400 or 413."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-
-
-def snappy_announced_length(body: bytes) -> Optional[int]:
-    """The uncompressed length a snappy block announces in its varint preamble (None if absent)."""
-    result = shift = 0
-    for byte in body[:5]:
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result
-        shift += 7
-    return None
-
-
-def check_limits(series: List[Tuple[dict, list]], limits) -> int:
-    """Raise LimitError for the first limit the decoded request breaks; return its sample count."""
-    if len(series) > limits.max_series_per_request:
-        raise LimitError(400, f"{len(series)} series in one request, over limits.max_series_per_request "
-                              f"({limits.max_series_per_request}); send smaller batches")
-    total = 0
-    for i, (labels, samples) in enumerate(series):
-        total += len(samples)
-        own = [k for k in labels if k not in IDENTITY_LABELS]
-        if len(own) > limits.max_labels_per_series:
-            raise LimitError(400, f"series {i} ({labels.get('__name__')}): {len(own)} labels, over "
-                                  f"limits.max_labels_per_series ({limits.max_labels_per_series})")
-        for name, value in labels.items():
-            if len(name) > limits.max_label_name_length:
-                raise LimitError(400, f"series {i} ({labels.get('__name__')}): label name {name[:40]!r}... is "
-                                      f"{len(name)} characters, over limits.max_label_name_length "
-                                      f"({limits.max_label_name_length})")
-            if len(value) > limits.max_label_value_length:
-                raise LimitError(400, f"series {i} ({labels.get('__name__')}): value of label {name!r} is "
-                                      f"{len(value)} characters, over limits.max_label_value_length "
-                                      f"({limits.max_label_value_length})")
-    if total > limits.max_samples_per_request:
-        raise LimitError(400, f"{total} samples in one request, over limits.max_samples_per_request "
-                              f"({limits.max_samples_per_request}); send smaller batches")
-    return total
-
-
-def drop_out_of_range(series: List[Tuple[dict, list]], now_ms: int, limits) -> Tuple[List[Tuple[dict, list]], int, int]:
-    """Keep samples within [now - max_sample_age, now + max_clock_skew]; return (kept, too old, in future)."""
-    oldest = now_ms - int(limits.max_sample_age * 1000)
-    newest = now_ms + int(limits.max_clock_skew * 1000)
-    kept, too_old, ahead = [], 0, 0
-    for labels, samples in series:
-        if all(oldest <= ts <= newest for _, ts in samples):
-            kept.append((labels, samples))
-            continue
-        good = [(v, ts) for v, ts in samples if oldest <= ts <= newest]
-        too_old += sum(1 for _, ts in samples if ts < oldest)
-        ahead += sum(1 for _, ts in samples if ts > newest)
-        if good:
-            kept.append((labels, good))
-    return kept, too_old, ahead
-
-
-def stamp(series: List[Tuple[dict, list]], commune: str, agent: str) -> List[Tuple[dict, list]]:
-    """Replace whatever identity labels the agent sent with those bound to its token."""
-    out = []
-    for labels, samples in series:
-        labels = {k: v for k, v in labels.items() if k not in IDENTITY_LABELS}
-        labels["commune"] = commune
-        labels["agent"] = agent
-        out.append((labels, samples))
-    return out
 
 
 def _dur(seconds: float) -> str:
@@ -256,37 +182,32 @@ class Collector:
             return self._text(413, f"decoded body would be {announced} bytes, over limits.max_decoded_size "
                                    f"({limits.max_decoded_size})", "body_too_large")
         try:
-            series = decode(body, limits.max_decoded_size)
+            result = rewrite(body, limits, identity.commune, identity.agent, int(self.clock() * 1000))
         except RemoteWriteError as exc:
             return self._text(400, f"malformed remote-write request: {exc}", "malformed")
-        except Exception as exc:  # a decoder bug must not take the request down with a 500
-            log.warning("decoding a write request of agent %s failed unexpectedly: %r", identity.agent, exc)
-            return self._text(400, "malformed remote-write request", "malformed")
-        try:
-            samples = check_limits(series, limits)
         except LimitError as exc:
             return self._text(exc.status, str(exc), "limits")
-        self.stats.samples_received += samples
-        if not series:
+        except Exception as exc:  # a parser bug must not take the request down with a 500
+            log.warning("decoding a write request of agent %s failed unexpectedly: %r", identity.agent, exc)
+            return self._text(400, "malformed remote-write request", "malformed")
+        samples = result.forwarded
+        self.stats.samples_received += result.samples
+        if result.too_old or result.in_future:
+            self.stats.dropped["too_old"] += result.too_old
+            self.stats.dropped["in_future"] += result.in_future
+            log.warning("dropped %d samples of %s/%s older than limits.max_sample_age and %d more than "
+                        "limits.max_clock_skew ahead", result.too_old, identity.commune, identity.agent,
+                        result.in_future)
+            if not samples:
+                return self._text(400, f"all {result.samples} samples are outside the accepted time range "
+                                       f"(older than limits.max_sample_age {_dur(limits.max_sample_age)}: "
+                                       f"{result.too_old}, ahead of the collector's clock by more than "
+                                       f"limits.max_clock_skew {_dur(limits.max_clock_skew)}: {result.in_future}); "
+                                       "is the agent's clock right?", "out_of_range")
+        if not samples:  # an empty request: nothing to forward
             self._pushed(identity)
             return web.Response(status=204)
-        series, too_old, ahead = drop_out_of_range(series, int(self.clock() * 1000), limits)
-        if too_old or ahead:
-            self.stats.dropped["too_old"] += too_old
-            self.stats.dropped["in_future"] += ahead
-            log.warning("dropped %d samples of %s/%s older than limits.max_sample_age and %d more than "
-                        "limits.max_clock_skew ahead", too_old, identity.commune, identity.agent, ahead)
-            if not series:
-                return self._text(400, f"all {samples} samples are outside the accepted time range "
-                                       f"(older than limits.max_sample_age {_dur(limits.max_sample_age)}: {too_old}, "
-                                       f"ahead of the collector's clock by more than limits.max_clock_skew "
-                                       f"{_dur(limits.max_clock_skew)}: {ahead}); is the agent's clock right?",
-                                  "out_of_range")
-            samples -= too_old + ahead
-        try:
-            out = encode(stamp(series, identity.commune, identity.agent))
-        except RemoteWriteError as exc:  # e.g. an agent-sent label that only now breaks a rule
-            return self._text(400, f"malformed remote-write request: {exc}", "malformed")
+        out = result.body
         outcomes = await self.forwarder.forward(out, samples)
         failed = [o for o in outcomes if o.kind == "unavailable"]
         refused = [o for o in outcomes if o.kind == "rejected"]

@@ -1,8 +1,10 @@
 """Fuzzing the write path: thousands of generated bodies, never a crash, never a 5xx.
 
-First the pure pipeline the handler runs (decode, limits, identity stamping, re-encoding), which may
-only refuse with RemoteWriteError or LimitError; then the real aiohttp server on loopback,
-forwarding to a real Prometheus, which may only answer 204, 400, 413 or 415.
+First :func:`collector.ingest.rewrite` (checks, limits, identity stamping, time range, re-encoding)
+against a plain reference model built on :func:`agent.remote_write.decode`: it may only refuse with
+RemoteWriteError or LimitError, refuses exactly what the model refuses, and otherwise forwards
+what the model says. Then the real aiohttp server on loopback, forwarding to a real Prometheus,
+which may only answer 204, 400, 401, 413 or 415.
 """
 from __future__ import annotations
 
@@ -22,7 +24,8 @@ from hypothesis import strategies as st
 
 from agent.remote_write import RemoteWriteError, WriteRequest, compress, decode, encode, serialize
 from collector.config import parse_config
-from collector.server import Collector, LimitError, check_limits, drop_out_of_range, stamp
+from collector.ingest import LimitError, rewrite
+from collector.server import Collector
 from tests.support import free_port, prom_query, start_prometheus, wait_until
 
 pytestmark = pytest.mark.slow
@@ -125,37 +128,78 @@ bodies = st.one_of(
 
 # ---------------------------------------------------------------- the pure pipeline
 
-def run_pipeline(body: bytes):
-    series = decode(body, 1 << 20)
-    total = check_limits(series, LIMITS)
+IDENTITY = ("commune", "agent")
+
+
+def model(body: bytes, limits, commune: str, agent: str, now_ms: int):
+    """The reference: decode everything to Python, check, filter, stamp; (series, total, old, ahead)."""
+    series = decode(body, limits.max_decoded_size)
+    if len(series) > limits.max_series_per_request:
+        raise LimitError(400, "series")
+    total = 0
+    for labels, samples in series:
+        total += len(samples)
+        if len([k for k in labels if k not in IDENTITY]) > limits.max_labels_per_series:
+            raise LimitError(400, "labels")
+        for name, value in labels.items():
+            if len(name) > limits.max_label_name_length or len(value) > limits.max_label_value_length:
+                raise LimitError(400, "length")
+    if total > limits.max_samples_per_request:
+        raise LimitError(400, "samples")
+    lo = now_ms - int(limits.max_sample_age * 1000)
+    hi = now_ms + int(limits.max_clock_skew * 1000)
+    out, old, ahead = [], 0, 0
+    for labels, samples in series:
+        old += sum(1 for _, t in samples if t < lo)
+        ahead += sum(1 for _, t in samples if t > hi)
+        kept = [(v, t) for v, t in samples if lo <= t <= hi]
+        if kept:
+            stamped = {k: v for k, v in labels.items() if k not in IDENTITY}
+            stamped.update(commune=commune, agent=agent)
+            out.append((stamped, kept))
+    return out, total, old, ahead
+
+
+def same_values(a, b) -> bool:
+    return all((math.isnan(x) and math.isnan(y)) or x == y for (x, _), (y, _) in zip(a, b))
+
+
+def check_against_model(body: bytes):
     now = int(time.time() * 1000)
-    series, too_old, ahead = drop_out_of_range(series, now, LIMITS)
-    assert sum(len(s) for _, s in series) + too_old + ahead == total
-    assert all(now - 7 * 86400_000 <= t <= now + 600_000 for _, s in series for _, t in s)
-    out = stamp(series, "09667", "pc-01")
-    again = decode(encode(out))
-    assert len(again) == len(series)
-    for labels, samples in again:
-        assert labels["commune"] == "09667" and labels["agent"] == "pc-01"
-    for (_l1, s1), (_l2, s2) in zip(series, again):
-        assert [t for _, t in s1] == [t for _, t in s2]
-        assert all((math.isnan(a) and math.isnan(b)) or a == b for (a, _), (b, _) in zip(s1, s2))
-    return again
+    try:
+        expected = model(body, LIMITS, "09667", "pc-01", now)
+    except (RemoteWriteError, LimitError):
+        expected = None
+    try:
+        got = rewrite(body, LIMITS, "09667", "pc-01", now)
+    except (RemoteWriteError, LimitError) as exc:
+        assert str(exc)
+        assert expected is None, f"refused what the model accepts: {exc}"
+        return None
+    assert expected is not None, "accepted what the model refuses"
+    series, total, old, ahead = expected
+    assert (got.samples, got.too_old, got.in_future) == (total, old, ahead)
+    assert got.forwarded == sum(len(s) for _, s in series)
+    forwarded = decode(got.body) if got.body else []
+    assert [labels for labels, _ in forwarded] == [labels for labels, _ in series]
+    assert [[t for _, t in s] for _, s in forwarded] == [[t for _, t in s] for _, s in series]
+    assert all(same_values(a, b) for (_, a), (_, b) in zip(forwarded, series))
+    return forwarded
 
 
 @settings(max_examples=5000, deadline=None, suppress_health_check=list(HealthCheck))
 @given(bodies)
-def test_pipeline_refuses_only_with_clear_errors(body):
-    try:
-        run_pipeline(body)
-    except (RemoteWriteError, LimitError) as exc:
-        assert str(exc)
+def test_rewrite_refuses_exactly_what_the_model_refuses(body):
+    check_against_model(body)
 
 
 @settings(max_examples=500, deadline=None, suppress_health_check=list(HealthCheck))
 @given(seeds)
 def test_valid_requests_always_pass_with_the_token_identity(seed):
-    run_pipeline(valid_request(seed))
+    forwarded = check_against_model(valid_request(seed))
+    assert forwarded, "a valid request was refused or emptied"
+    for labels, _ in forwarded:
+        assert labels["commune"] == "09667" and labels["agent"] == "pc-01"
 
 
 # ---------------------------------------------------------------- the real server

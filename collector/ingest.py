@@ -1,0 +1,267 @@
+"""The write path's work on one request body: check it, stamp the identity, drop out-of-range samples.
+
+The body is parsed once into the protobuf classes of :mod:`agent.remote_write` (C-backed). Each
+series is written out again as its stamped labels (serialized once per distinct series and
+remembered) followed by its samples as the agent sent them; samples are never turned into Python
+tuples unless one must be dropped. The checks are those of :func:`agent.remote_write.decode` (``__name__`` present and
+valid, label names valid, sorted and unique, no empty value, at least one sample, samples in time
+order) plus the configured limits; label names and metric names already seen valid are remembered,
+since an agent sends the same few hundred again and again.
+"""
+from __future__ import annotations
+
+import functools
+import re
+from typing import NamedTuple
+
+from agent.remote_write import RemoteWriteError, compress, decompress, message_classes
+
+IDENTITY_LABELS = ("agent", "commune")  # sorted
+_METRIC_NAME_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
+_LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*\Z")
+_CACHE_MAX = 50_000
+# Label sets of (commune, agent, labels sent) already checked against the limits in force, with
+# their stamped labels serialized: agents send the same series every collection, so each is
+# checked and stamped once. Emptied when full.
+_SERIES_CACHE_MAX = 200_000
+_series_checked: dict = {}
+_TIMESERIES_TAG = b"\x0a"  # WriteRequest field 1 (timeseries), length-delimited
+_SHORT_VARINTS = [bytes([n]) for n in range(128)]
+
+
+def _stamped_cache(limits) -> dict:
+    key = (limits.max_labels_per_series, limits.max_label_name_length, limits.max_label_value_length)
+    cache = _series_checked.get(key)
+    if cache is None:
+        _series_checked.clear()
+        cache = _series_checked[key] = {}
+    return cache
+
+
+class LimitError(Exception):
+    """A write request over one of the configured limits; ``status`` is 400 or 413."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+class Result(NamedTuple):
+    body: bytes          # the re-encoded request to forward (snappy); empty when nothing is left
+    samples: int         # samples received
+    forwarded: int       # samples left to forward
+    too_old: int
+    in_future: int
+    series: int
+
+
+_valid_metric: set = set()
+_valid_label: set = set()
+
+
+def _metric_ok(name: str) -> bool:
+    if name in _valid_metric:
+        return True
+    if not _METRIC_NAME_RE.match(name):
+        return False
+    if len(_valid_metric) < _CACHE_MAX:
+        _valid_metric.add(name)
+    return True
+
+
+def _label_ok(name: str) -> bool:
+    if name in _valid_label:
+        return True
+    if not _LABEL_NAME_RE.match(name):
+        return False
+    if len(_valid_label) < _CACHE_MAX:
+        _valid_label.add(name)
+    return True
+
+
+def snappy_announced_length(body: bytes):
+    """The uncompressed length a snappy block announces in its varint preamble (None if absent)."""
+    result = shift = 0
+    for byte in body[:5]:
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result
+        shift += 7
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def _raw_label_classes() -> dict:
+    """WriteRequest as remote write 1.0 has it, except that a TimeSeries' labels stay undecoded
+    bytes (``repeated bytes labels = 1``: the same wire format). Reading a series' labels is then
+    one C call, and a series seen before is recognised by those bytes alone."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    F = descriptor_pb2.FieldDescriptorProto
+    pkg = "commune.collector.ingest"
+    fdp = descriptor_pb2.FileDescriptorProto(name="commune/collector_ingest.proto", package=pkg, syntax="proto3")
+    wr = fdp.message_type.add(name="WriteRequest")
+    wr.field.add(name="timeseries", number=1, type=F.TYPE_MESSAGE, label=F.LABEL_REPEATED,
+                 type_name=f".{pkg}.TimeSeries")
+    ts = fdp.message_type.add(name="TimeSeries")
+    ts.field.add(name="labels", number=1, type=F.TYPE_BYTES, label=F.LABEL_REPEATED)
+    ts.field.add(name="samples", number=2, type=F.TYPE_MESSAGE, label=F.LABEL_REPEATED,
+                 type_name=f".{pkg}.Sample")
+    sm = fdp.message_type.add(name="Sample")
+    sm.field.add(name="value", number=1, type=F.TYPE_DOUBLE, label=F.LABEL_OPTIONAL)
+    sm.field.add(name="timestamp", number=2, type=F.TYPE_INT64, label=F.LABEL_OPTIONAL)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fdp)
+    file_desc = pool.FindFileByName(fdp.name)
+    get = getattr(message_factory, "GetMessageClass", None) or message_factory.MessageFactory(pool).GetPrototype
+    return {name: get(file_desc.message_types_by_name[name]) for name in ("WriteRequest", "TimeSeries")}
+
+
+def _decode_labels(raw_labels, i: int) -> tuple:
+    """The (name, value) pairs of a series' undecoded labels."""
+    from google.protobuf.message import DecodeError
+
+    label_class = message_classes()["Label"]
+    pairs = []
+    for raw in raw_labels:
+        lab = label_class()
+        try:
+            lab.ParseFromString(raw)
+        except (DecodeError, RuntimeError, ValueError) as exc:
+            raise RemoteWriteError(f"body is not a protobuf WriteRequest: series {i}: bad label: {exc}") from None
+        pairs.append((lab.name, lab.value))
+    return tuple(pairs)
+
+
+def parse(body: bytes, max_decoded: int):
+    from google.protobuf.message import DecodeError
+
+    raw = decompress(body, max_decoded)
+    req = _raw_label_classes()["WriteRequest"]()
+    try:
+        req.ParseFromString(raw)
+    except (DecodeError, RuntimeError, ValueError) as exc:
+        raise RemoteWriteError(f"body is not a protobuf WriteRequest: {exc}") from None
+    req.DiscardUnknownFields()  # remote write 1.0 only: what is not in the .proto is not forwarded
+    return req
+
+
+def rewrite(body: bytes, limits, commune: str, agent: str, now_ms: int) -> Result:
+    """Check ``body`` against the protocol and ``limits``, stamp ``commune``/``agent`` on every series,
+    drop samples outside [now - max_sample_age, now + max_clock_skew]; return what to forward.
+
+    Raises RemoteWriteError (malformed) or LimitError.
+    """
+    req = parse(body, limits.max_decoded_size)
+    all_series = req.timeseries
+    n_series = len(all_series)
+    if n_series > limits.max_series_per_request:
+        raise LimitError(400, f"{n_series} series in one request, over limits.max_series_per_request "
+                              f"({limits.max_series_per_request}); send smaller batches")
+    oldest = now_ms - int(limits.max_sample_age * 1000)
+    newest = now_ms + int(limits.max_clock_skew * 1000)
+    max_labels = limits.max_labels_per_series
+    max_name = limits.max_label_name_length
+    max_value = limits.max_label_value_length
+    total = too_old = ahead = 0
+    stamped = _stamped_cache(limits)
+    get = stamped.get
+    out = []
+    append = out.append
+    for i, ts in enumerate(all_series):
+        key = (commune, agent, tuple(ts.labels))
+        labels = get(key)
+        if labels is None:
+            pairs = _decode_labels(key[2], i)
+            _check_series(pairs, i, max_labels, max_name, max_value)
+            if len(stamped) >= _SERIES_CACHE_MAX:
+                stamped.clear()
+            labels = stamped[key] = _stamped_labels(pairs, commune, agent)
+        stamps = [s.timestamp for s in ts.samples]
+        if not stamps:
+            raise RemoteWriteError(f"series {i} ({_metric(_decode_labels(key[2], i))}): no samples")
+        total += len(stamps)
+        if total > limits.max_samples_per_request:
+            continue  # keep counting; refused below with the full count
+        if len(stamps) > 1 and sorted(stamps) != stamps:
+            cur, prev = next((b, a) for a, b in zip(stamps, stamps[1:]) if b < a)
+            raise RemoteWriteError(f"series {i} ({_metric(_decode_labels(key[2], i))}): samples are not in "
+                                   f"time order ({cur} after {prev})")
+        if stamps[0] < oldest or stamps[-1] > newest:
+            keep = [(s.value, s.timestamp) for s in ts.samples if oldest <= s.timestamp <= newest]
+            too_old += sum(1 for t in stamps if t < oldest)
+            ahead += sum(1 for t in stamps if t > newest)
+            if not keep:
+                continue
+            del ts.samples[:]
+            for value, t in keep:
+                ts.samples.add(value=value, timestamp=t)
+        # the series again: the stamped labels (serialized once per series), then its samples as sent
+        ts.ClearField("labels")
+        content = labels + ts.SerializeToString()
+        n = len(content)
+        append(_TIMESERIES_TAG + (_SHORT_VARINTS[n] if n < 128 else _varint(n)) + content)
+    if total > limits.max_samples_per_request:
+        raise LimitError(400, f"{total} samples in one request, over limits.max_samples_per_request "
+                              f"({limits.max_samples_per_request}); send smaller batches")
+    forwarded = total - too_old - ahead
+    body = compress(b"".join(out)) if forwarded else b""
+    return Result(body, total, forwarded, too_old, ahead, n_series)
+
+
+def _metric(pairs) -> str:
+    for name, value in pairs:
+        if name == "__name__":
+            return value
+    return ""
+
+
+def _check_series(pairs, i: int, max_labels: int, max_name: int, max_value: int) -> None:
+    metric = _metric(pairs)
+    where = f"series {i}" + (f" ({metric})" if metric else "")
+    if not metric:
+        raise RemoteWriteError(f"{where}: no __name__ label")
+    if not _metric_ok(metric):
+        raise RemoteWriteError(f"{where}: invalid metric name {metric!r}")
+    prev = None
+    own = 0
+    for name, value in pairs:
+        if not _label_ok(name):
+            raise RemoteWriteError(f"{where}: invalid label name {name!r}")
+        if value == "":
+            raise RemoteWriteError(f"{where}: label {name!r} has an empty value")
+        if prev is not None:
+            if name == prev:
+                raise RemoteWriteError(f"{where}: duplicate label {name!r}")
+            if name < prev:
+                raise RemoteWriteError(f"{where}: labels are not sorted by name ({name!r} after {prev!r})")
+        prev = name
+        if name not in IDENTITY_LABELS:
+            own += 1
+        if len(name) > max_name:
+            raise LimitError(400, f"{where}: label name {name[:40]!r}... is {len(name)} characters, over "
+                                  f"limits.max_label_name_length ({max_name})")
+        if len(value) > max_value:
+            raise LimitError(400, f"{where}: value of label {name!r} is {len(value)} characters, over "
+                                  f"limits.max_label_value_length ({max_value})")
+    if own > max_labels:
+        raise LimitError(400, f"{where}: {own} labels, over limits.max_labels_per_series ({max_labels})")
+
+
+def _stamped_labels(pairs, commune: str, agent: str) -> bytes:
+    """The serialized labels of a series: those the agent sent minus any identity label, plus the
+    token's, sorted by name (field 1 of TimeSeries, repeated)."""
+    labels = sorted([p for p in pairs if p[0] not in IDENTITY_LABELS] + [("agent", agent), ("commune", commune)])
+    ts = message_classes()["TimeSeries"]()
+    for name, value in labels:
+        ts.labels.add(name=name, value=value)
+    return ts.SerializeToString()
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
