@@ -22,10 +22,9 @@ import argparse
 import json
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from typing import Dict, List, Optional
+
+from collector.promapi import Prometheus, PrometheusError
 
 DEFAULT_PROMETHEUS = "http://127.0.0.1:9090"
 SEVERITIES = ("critical", "warning", "info")
@@ -44,36 +43,10 @@ QUERIES = {
 }
 
 
-class StatusError(Exception):
-    """Prometheus could not be asked: the message is the one line the operator sees."""
-
-
-def query(base: str, expr: str, at: float, timeout: float = 30.0) -> List[dict]:
-    """Instant query through the HTTP API; the result vector."""
-    body = urllib.parse.urlencode({"query": expr, "time": f"{at:.3f}"}).encode()
-    req = urllib.request.Request(f"{base.rstrip('/')}/api/v1/query", data=body,
-                                 headers={"Content-Type": "application/x-www-form-urlencoded"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            data = json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        try:
-            detail = json.loads(exc.read()).get("error", "")
-        except ValueError:
-            detail = ""
-        raise StatusError(f"Prometheus at {base} answered HTTP {exc.code}" + (f": {detail}" if detail else "")) from None
-    except (urllib.error.URLError, OSError) as exc:
-        raise StatusError(f"cannot reach Prometheus at {base}: {getattr(exc, 'reason', exc)}") from None
-    except ValueError:
-        raise StatusError(f"{base} did not answer with Prometheus JSON: is it a Prometheus URL?") from None
-    if not isinstance(data, dict) or data.get("status") != "success":
-        raise StatusError(f"Prometheus query {expr!r} failed: {data.get('error') if isinstance(data, dict) else data}")
-    return data["data"]["result"]
-
-
 def gather(base: str, at: float, limit: int = 10) -> Dict[str, List[dict]]:
     """Every query of :data:`QUERIES` at time ``at``: name -> result vector."""
-    return {name: query(base, expr.replace("{limit}", str(int(limit))), at) for name, expr in QUERIES.items()}
+    prom = Prometheus(base)
+    return {name: prom.query(expr.replace("{limit}", str(int(limit))), at) for name, expr in QUERIES.items()}
 
 
 # ---------------------------------------------------------------- the summary (pure)
@@ -292,7 +265,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     now = time.time()
     try:
         results = gather(args.prometheus, now, args.limit)
-    except StatusError as exc:
+    except PrometheusError as exc:
         print(f"commune-collector status: {exc}", file=sys.stderr)
         return 1
     summary = summarize(results, now, recent, args.limit)

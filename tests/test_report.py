@@ -19,7 +19,8 @@ import yaml
 from agent.remote_write import encode
 from collector.report import gather as gather_mod
 from collector.report import render, texts
-from collector.report.promapi import Prometheus, ReportError
+from collector.promapi import Prometheus
+from collector.report.gather import ReportError
 from tests.support import REPO, VENV_BIN, free_port, prom_query, start_prometheus, wait_until
 from tests.test_collector_ingest import add_token, post, start_collector
 
@@ -128,10 +129,15 @@ def pipeline(tmp_path_factory):
                 body = encode(history(agent, start, day_start, min(day_start + 86400, now + 1)))
                 status, text = post(coll_url + "/api/v1/write", body, token)
                 assert status == 204, text
+        # factors evaluated (every 2 s) after the whole history was in, then scores from those factors
         written = time.time()
-        # scores evaluated (every 2 s) after the whole history was in, for every device
-        fresh = f"timestamp(commune:device_replacement_score:top_reason) > {written + 1}"
-        wait_until(lambda: len(prom_query(prom_url, fresh)) == 3, timeout=120, what="every device scored")
+        factors = "commune:device_replacement_factor:ratio"
+        wait_until(lambda: prom_query(prom_url, f"count({factors})")
+                   and prom_query(prom_url, f"count(timestamp({factors}) > {written + 1}) == count({factors})"),
+                   timeout=120, what="replacement factors evaluated on the whole history")
+        factored = time.time()
+        fresh = f"timestamp(commune:device_replacement_score:top_reason) > {factored + 1}"
+        wait_until(lambda: len(prom_query(prom_url, fresh)) == 3, timeout=60, what="every device scored")
         yield prom_url, tmp
     finally:
         for p in reversed(procs):

@@ -17,7 +17,6 @@ import os
 import sys
 from typing import List
 
-from collector.report.promapi import ReportError
 
 FORMATS = ("html", "pdf", "csv")
 
@@ -46,8 +45,8 @@ def main(argv: List[str]) -> int:
     if fmt == "pdf" and args.out == "-":
         print("report: PDF needs a file for --out", file=sys.stderr)
         return 2
+    from collector.promapi import Prometheus, PrometheusError
     from collector.report import gather, render
-    from collector.report.promapi import Prometheus
 
     try:
         period = gather.parse_period(args.period)
@@ -58,7 +57,7 @@ def main(argv: List[str]) -> int:
             data = render.csv_report(report, args.lang).encode("utf-8")
         else:
             data = render.pdf_report(report, args.lang)
-    except ReportError as exc:
+    except (gather.ReportError, PrometheusError) as exc:
         print(f"report: {exc}", file=sys.stderr)
         return 1
     if args.out == "-":

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from collector.report import queries
-from collector.report.promapi import Prometheus, ReportError
+from collector.promapi import Prometheus
 
 VN = dt.timezone(dt.timedelta(hours=7), "ICT")
 REPLACE_AT = 60.0  # same threshold as the DeviceReplacementCandidate alert
@@ -16,6 +16,10 @@ WATCH_AT = 30.0
 YEAR = 365.25 * 86400
 
 Key = Tuple[str, str]  # (commune, device)
+
+
+class ReportError(Exception):
+    """A problem the operator can act on: a bad period, no data, an unknown commune."""
 
 
 @dataclass

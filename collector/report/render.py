@@ -7,8 +7,7 @@ import io
 from typing import List, Optional, Sequence, Tuple
 
 from collector.report import texts
-from collector.report.gather import REPLACE_AT, WATCH_AT, DeviceRow, FactorRow, Report
-from collector.report.promapi import ReportError
+from collector.report.gather import REPLACE_AT, WATCH_AT, DeviceRow, FactorRow, Report, ReportError
 
 CSS = """
 @page { size: A4 landscape; margin: 12mm; }

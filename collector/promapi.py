@@ -1,4 +1,7 @@
-"""A small client for Prometheus's HTTP query API (stdlib only), with errors that say what failed."""
+"""A small client for Prometheus's HTTP query API (stdlib only), with errors that say what failed.
+
+Used by ``commune-collector status`` and ``commune-collector report``.
+"""
 from __future__ import annotations
 
 import json
@@ -8,14 +11,14 @@ import urllib.request
 from typing import List, Optional
 
 
-class ReportError(Exception):
-    """A problem the operator can act on: unreachable Prometheus, no data, unknown commune."""
+class PrometheusError(Exception):
+    """Prometheus could not be asked or refused the query: the message is the one line the operator sees."""
 
 
 class Prometheus:
     def __init__(self, url: str, timeout: float = 60.0, headers: Optional[dict] = None):
         if not url.startswith(("http://", "https://")):
-            raise ReportError(f"--prometheus must be an http(s) URL, got {url!r}")
+            raise PrometheusError(f"--prometheus must be an http(s) URL, got {url!r}")
         self.url = url.rstrip("/")
         self.timeout = timeout
         self.headers = headers or {}
@@ -32,15 +35,15 @@ class Prometheus:
                 detail = json.loads(exc.read()).get("error", "")
             except ValueError:
                 detail = ""
-            raise ReportError(f"Prometheus at {self.url} answered {exc.code} to {params.get('query', path)!r}"
+            raise PrometheusError(f"Prometheus at {self.url} answered {exc.code} to {params.get('query', path)!r}"
                               + (f": {detail}" if detail else "")) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise ReportError(f"cannot reach Prometheus at {self.url}: {reason}") from None
+            raise PrometheusError(f"cannot reach Prometheus at {self.url}: {reason}") from None
         except ValueError:
-            raise ReportError(f"{self.url} did not answer with Prometheus JSON; is it a Prometheus URL?") from None
+            raise PrometheusError(f"{self.url} did not answer with Prometheus JSON: is it a Prometheus URL?") from None
         if data.get("status") != "success":
-            raise ReportError(f"Prometheus query failed: {data.get('error', data)}")
+            raise PrometheusError(f"Prometheus query failed: {data.get('error', data)}")
         return data["data"]
 
     def query(self, expr: str, at: float) -> List[dict]:
