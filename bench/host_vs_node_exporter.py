@@ -20,15 +20,16 @@ read from /proc for each process (never the benchmark's own).
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from procstat import free_port, proc_cpu_seconds, proc_rss_mb  # noqa: E402
 
 import yaml
 
@@ -37,23 +38,10 @@ NODE_SAME_SCOPE = ["cpu", "stat", "loadavg", "meminfo", "filesystem", "diskstats
                    "powersupplyclass"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def proc_cpu_seconds(pid: int) -> float:
-    """user + system CPU of a process (all its threads) from /proc/PID/stat."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def proc_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def get(url: str) -> str:
