@@ -28,7 +28,7 @@ class MetricDef(NamedTuple):
 
 def parse_catalog(text: str) -> Dict[str, MetricDef]:
     """Parse and check catalog YAML; raise ValueError naming the entry and the problem."""
-    data = yaml.safe_load(text) or {}
+    data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)) or {}  # libyaml: 7x faster
     out: Dict[str, MetricDef] = {}
     for i, entry in enumerate(data.get("metrics") or []):
         where = f"metrics[{i}]"
