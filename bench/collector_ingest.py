@@ -330,9 +330,14 @@ def wire_bytes(tmp: Path, duration: float) -> dict:
         t0 = time.time()
         time.sleep(duration)
         elapsed = time.time() - t0
+        push_proxy_total_all = push_proxy.total
         got = {name: p.total - base[p][0] for name, p in
                (("push", push_proxy), ("plain", plain_proxy), ("gzip", gzip_proxy))}
         series_pushed = prom_query(prom_w_url, 'count({agent="pc-wire"})')
+        cm = http_get(f"http://127.0.0.1:{coll_port}/metrics").decode()
+        body_bytes = _metric(cm, "commune_collector_received_bytes_total")
+        requests = _metric(cm, "commune_collector_requests_total", handler="write", code="204")
+        collections = raw_collections(prom_w_url, int(time.time() - t0) + 30)
         series_scraped = prom_query(scraper_url, 'count({job="plain"})')
     finally:
         for p in (scraper, agent, coll, prom_w):
@@ -349,7 +354,50 @@ def wire_bytes(tmp: Path, duration: float) -> dict:
     print(f"   scrape, gzip text every 15 s:         {per_hour['gzip'] / 1e6:8.3f} MB")
     print(f"   push / gzip scrape: {per_hour['push'] / per_hour['gzip']:.3f}   target <= 0.2;  "
           f"push / plain scrape: {per_hour['push'] / per_hour['plain']:.3f}")
+    # what batching on the agent would change: the same pushed samples, re-encoded in windows
+    overhead = (push_proxy_total_all - body_bytes) / requests if requests else 0.0
+    span = (max(collections) - min(collections)) / 1000 + 15 if collections else 1.0
+    print(f"   push: {requests:.0f} requests, {body_bytes / requests:.0f} body bytes and {overhead:.0f} bytes of "
+          "HTTP headers each (one request per collection: the shipper sends as soon as a batch is queued)")
+    for window in (60, 120, 300):
+        total, n = 0, 0
+        buckets: dict = {}
+        for ts, series in collections.items():
+            buckets.setdefault(ts // (window * 1000), []).append(series)
+        for group in buckets.values():
+            merged: dict = {}
+            for series in group:
+                for key, (labels, samples) in series.items():
+                    merged.setdefault(key, (labels, []))[1].extend(samples)
+            total += len(remote_write.encode(sorted(merged.values(), key=lambda x: sorted(x[0].items())))) + overhead
+            n += 1
+        hourly = total * 3600 / span
+        print(f"   push batched every {window:>4d} s (estimate from the same samples): {hourly / 1e6:8.3f} MB, "
+              f"push / gzip scrape {hourly / per_hour['gzip']:.3f}")
     return per_hour
+
+
+def _metric(text: str, name: str, **labels) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return s.value
+    return 0.0
+
+
+def raw_collections(prom_url: str, seconds: int) -> dict:
+    """The samples the agent pushed, as {timestamp_ms: {series key: (labels, [(value, ts)])}},
+    without the identity labels the collector stamped (the agent does not send them)."""
+    out: dict = {}
+    for r in prom_query(prom_url, f'{{agent="pc-wire"}}[{seconds}s]'):
+        labels = {k: v for k, v in r["metric"].items() if k not in ("commune", "agent")}
+        key = tuple(sorted(labels.items()))
+        for t, v in r["values"]:
+            ts = int(round(float(t) * 1000))
+            out.setdefault(ts, {})[key] = (labels, [(float(v), ts)])
+    return out
 
 
 def main() -> int:
@@ -358,7 +406,7 @@ def main() -> int:
     p.add_argument("--requests", type=int, default=25, help="requests per agent")
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--rounds", type=int, default=3, help="throughput rounds each way (median reported)")
-    p.add_argument("--duration", type=float, default=180, help="seconds of traffic for the wire comparison")
+    p.add_argument("--duration", type=float, default=330, help="seconds of traffic for the wire comparison")
     p.add_argument("--only", choices=["throughput", "wire"])
     args = p.parse_args()
     need_binary("prometheus")
