@@ -22,19 +22,25 @@ _LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*\Z")
 _CACHE_MAX = 50_000
 # Label sets of (commune, agent, labels sent) already checked against the limits in force, with
 # their stamped labels serialized: agents send the same series every collection, so each is
-# checked and stamped once. Emptied when full.
-_SERIES_CACHE_MAX = 200_000
+# checked and stamped once. Emptied when full (and when the limits change).
+_SERIES_CACHE_MAX = 100_000  # series of all agents together, about 600 bytes each
+_cached = 0
 _series_checked: dict = {}
 _TIMESERIES_TAG = b"\x0a"  # WriteRequest field 1 (timeseries), length-delimited
 _SHORT_VARINTS = [bytes([n]) for n in range(128)]
 
 
-def _stamped_cache(limits) -> dict:
+def _stamped_cache(limits, commune: str, agent: str) -> dict:
+    """{labels as sent (undecoded): stamped labels serialized} for one identity under these limits."""
     key = (limits.max_labels_per_series, limits.max_label_name_length, limits.max_label_value_length)
-    cache = _series_checked.get(key)
-    if cache is None:
+    global _cached
+    if _series_checked.get("limits") != key:
+        _cached = 0
         _series_checked.clear()
-        cache = _series_checked[key] = {}
+        _series_checked["limits"] = key
+    cache = _series_checked.get((commune, agent))
+    if cache is None:
+        cache = _series_checked[(commune, agent)] = {}
     return cache
 
 
@@ -152,6 +158,7 @@ def rewrite(body: bytes, limits, commune: str, agent: str, now_ms: int) -> Resul
 
     Raises RemoteWriteError (malformed) or LimitError.
     """
+    global _cached
     req = parse(body, limits.max_decoded_size)
     all_series = req.timeseries
     n_series = len(all_series)
@@ -164,43 +171,53 @@ def rewrite(body: bytes, limits, commune: str, agent: str, now_ms: int) -> Resul
     max_name = limits.max_label_name_length
     max_value = limits.max_label_value_length
     total = too_old = ahead = 0
-    stamped = _stamped_cache(limits)
+    stamped = _stamped_cache(limits, commune, agent)
     get = stamped.get
     out = []
     append = out.append
     for i, ts in enumerate(all_series):
-        key = (commune, agent, tuple(ts.labels))
-        labels = get(key)
+        raw_labels = tuple(ts.labels)
+        labels = get(raw_labels)
         if labels is None:
-            pairs = _decode_labels(key[2], i)
+            pairs = _decode_labels(raw_labels, i)
             _check_series(pairs, i, max_labels, max_name, max_value)
-            if len(stamped) >= _SERIES_CACHE_MAX:
-                stamped.clear()
-            labels = stamped[key] = _stamped_labels(pairs, commune, agent)
-        stamps = [s.timestamp for s in ts.samples]
-        if not stamps:
-            raise RemoteWriteError(f"series {i} ({_metric(_decode_labels(key[2], i))}): no samples")
-        total += len(stamps)
+            if _cached >= _SERIES_CACHE_MAX:  # about 60 MB: start again
+                _series_checked.clear()
+                _cached = 0
+                stamped = _stamped_cache(limits, commune, agent)
+                get = stamped.get
+            labels = stamped[raw_labels] = _stamped_labels(pairs, commune, agent)
+            _cached += 1
+        samples = ts.samples
+        n = len(samples)
+        if not n:
+            raise RemoteWriteError(f"series {i} ({_metric(_decode_labels(raw_labels, i))}): no samples")
+        total += n
         if total > limits.max_samples_per_request:
             continue  # keep counting; refused below with the full count
-        if len(stamps) > 1 and sorted(stamps) != stamps:
-            cur, prev = next((b, a) for a, b in zip(stamps, stamps[1:]) if b < a)
-            raise RemoteWriteError(f"series {i} ({_metric(_decode_labels(key[2], i))}): samples are not in "
-                                   f"time order ({cur} after {prev})")
-        if stamps[0] < oldest or stamps[-1] > newest:
-            keep = [(s.value, s.timestamp) for s in ts.samples if oldest <= s.timestamp <= newest]
-            too_old += sum(1 for t in stamps if t < oldest)
-            ahead += sum(1 for t in stamps if t > newest)
+        if n == 1:
+            first = last = samples[0].timestamp
+        else:
+            stamps = [s.timestamp for s in samples]
+            if sorted(stamps) != stamps:
+                cur, prev = next((b, a) for a, b in zip(stamps, stamps[1:]) if b < a)
+                raise RemoteWriteError(f"series {i} ({_metric(_decode_labels(raw_labels, i))}): samples are not "
+                                       f"in time order ({cur} after {prev})")
+            first, last = stamps[0], stamps[-1]
+        if first < oldest or last > newest:
+            keep = [(s.value, s.timestamp) for s in samples if oldest <= s.timestamp <= newest]
+            too_old += sum(1 for s in samples if s.timestamp < oldest)
+            ahead += sum(1 for s in samples if s.timestamp > newest)
             if not keep:
                 continue
-            del ts.samples[:]
+            del samples[:]
             for value, t in keep:
-                ts.samples.add(value=value, timestamp=t)
+                samples.add(value=value, timestamp=t)
         # the series again: the stamped labels (serialized once per series), then its samples as sent
         ts.ClearField("labels")
         content = labels + ts.SerializeToString()
-        n = len(content)
-        append(_TIMESERIES_TAG + (_SHORT_VARINTS[n] if n < 128 else _varint(n)) + content)
+        size = len(content)
+        append(_TIMESERIES_TAG + (_SHORT_VARINTS[size] if size < 128 else _varint(size)) + content)
     if total > limits.max_samples_per_request:
         raise LimitError(400, f"{total} samples in one request, over limits.max_samples_per_request "
                               f"({limits.max_samples_per_request}); send smaller batches")

@@ -311,3 +311,18 @@ def test_server_never_answers_5xx(fuzz_server, caplog):
                              '{__name__=~"fuzz_.+", commune!="09667"})')
     assert wrong == []
     assert prom_query(prom, 'count({__name__=~"fuzz_.+", agent="fuzz-agent", commune="09667"})')
+
+
+def test_the_stamped_series_cache_is_bounded_and_stays_correct(monkeypatch):
+    import collector.ingest as ingest
+
+    monkeypatch.setattr(ingest, "_SERIES_CACHE_MAX", 50)
+    now = int(time.time() * 1000)
+    for r in range(8):
+        agent = f"a{r % 3}"
+        body = encode([({"__name__": f"m{r % 4}_{i}", "x": "y", "agent": "forged"}, [(1.0, now)]) for i in range(30)])
+        got = decode(rewrite(body, LIMITS, "c1", agent, now).body)
+        assert [labels for labels, _ in got] == [
+            {"__name__": f"m{r % 4}_{i}", "x": "y", "agent": agent, "commune": "c1"} for i in range(30)]
+        cached = sum(len(v) for k, v in ingest._series_checked.items() if k != "limits")
+        assert cached == ingest._cached <= 50

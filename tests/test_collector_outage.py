@@ -55,7 +55,8 @@ def test_outage_with_an_agent_restart_leaves_no_gap(tmp_path, down):
         a2 = Agent(tmp_path, config, "agent-2")
         agents.append(a2)
         t_a2_started = time.time()
-        assert a2.value("commune_agent_queue_batches") >= 6  # the backlog survived the restart
+        # the backlog survived the restart (the queue input reports it after its first collection)
+        wait_until(lambda: a2.value("commune_agent_queue_batches") >= 6, 10, what="the backlog after the restart")
         wait_until(lambda: a2.value(f"commune_agent_push_failed_requests_total,reason={reason}") >= 2, 30,
                    what="the restarted agent failing to push too")
 
