@@ -32,7 +32,7 @@ def parser() -> argparse.ArgumentParser:
         epilog="Subcommands: " + (", ".join(sorted(SUBCOMMANDS)) or "none") +
                f". Without -c the agent reads ${ENV_CONFIG} if set, else runs on defaults.")
     p.add_argument("-c", "--config.file", dest="config", metavar="FILE",
-                   default=os.environ.get(ENV_CONFIG), help="agent YAML config (default: built-in defaults)")
+                   default=os.environ.get(ENV_CONFIG) or None, help="agent YAML config (default: built-in defaults)")
     p.add_argument("--config.check", dest="check", action="store_true",
                    help="validate the config, print every error with its path, and exit")
     p.add_argument("--web.listen-address", dest="listen", metavar="HOST:PORT",

@@ -152,3 +152,16 @@ def test_secret_from_env_is_loaded_but_hidden(tmp_path, monkeypatch):
     loaded = load_config(str(cfg))
     assert loaded.web.basic_auth_users["prom"].reveal() == "$2b$10$abcdefghijklmnopqrstuv"
     assert "$2b$" not in repr(loaded)
+
+
+def test_config_from_environment_and_empty_means_defaults(tmp_path):
+    import os
+
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text("host: {interval: 1 minute}\n")
+    env = dict(os.environ, COMMUNE_AGENT_CONFIG=str(cfg))
+    proc = subprocess.run(agent_command() + ["--config.check"], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 1 and "host.interval" in proc.stderr
+    env["COMMUNE_AGENT_CONFIG"] = ""
+    proc = subprocess.run(agent_command() + ["--config.check"], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0 and "config (defaults) is valid" in proc.stdout
