@@ -104,3 +104,36 @@ def test_cli_refuses_lan_listen_without_auth():
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "--web.listen-address: 0.0.0.0:9721 is reachable from the network" in proc.stderr
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
+def test_agent_shuts_down_cleanly_on_signal(tmp_path, sig):
+    """The real agent process: serving, then a signal ends it with exit 0, its port freed."""
+    import signal
+    import socket
+
+    from tests.support import Proc, wait_until
+
+    port = free_port()
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(f"agent: {{state_dir: {tmp_path / 'state'}}}\nweb: {{listen_address: '127.0.0.1:{port}'}}\n"
+                   "icmp: {gateway: false}\n")
+    proc = Proc(agent_command() + ["-c", str(cfg)], tmp_path / "agent.log")
+    try:
+        proc.wait_http(f"http://127.0.0.1:{port}/metrics")
+        proc.signal(getattr(signal, sig))
+        assert proc.popen.wait(20) == 0, proc.log()
+    finally:
+        proc.stop()
+    assert "INFO agent: stopped" in proc.log()
+    assert "Traceback" not in proc.log()
+
+    def port_free():
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return True
+            except OSError:
+                return False
+
+    wait_until(port_free, 10, what="the /metrics port to be released")
