@@ -75,6 +75,10 @@ class Config:
     pin_sha256: str = ""
     timeout: Duration = Duration(30)
     max_samples_per_request: int = 2000
+    # Fresh samples wait until the oldest unsent one is this old (or a request is full), so that a
+    # request carries minutes of collections: fewer, better-compressed requests on a weak link.
+    # A backlog after an outage is sent at once. 0s: send every collection as it comes.
+    batch_delay: Duration = Duration(120)
     min_backoff: Duration = Duration(1)
     max_backoff: Duration = Duration(60)
     # How often the queue's own metrics (input "queue") are collected.
@@ -102,6 +106,8 @@ class Config:
         for key in ("timeout", "min_backoff", "interval"):
             if getattr(self, key) <= 0:
                 yield key, "must be greater than 0s"
+        if self.batch_delay > 900:
+            yield "batch_delay", f"must be at most 15m (data would arrive too late for alerts), got {self.batch_delay:g}s"
         if self.max_backoff < self.min_backoff:
             yield "max_backoff", f"must not be shorter than min_backoff ({self.min_backoff:g}s)"
 
@@ -127,7 +133,7 @@ class Push:
         self.shipper = Shipper(self.queue, self.client,
                                TokenSource(section.bearer_token.reveal(), token_path(section, state_dir)),
                                section.max_samples_per_request, section.min_backoff, section.max_backoff,
-                               clock)
+                               clock, batch_delay=section.batch_delay)
         self._pending: collections.deque = collections.deque()
         self._overflow = 0  # samples refused because the writer fell MAX_PENDING batches behind
         self._overflow_lock = threading.Lock()

@@ -207,8 +207,9 @@ class TokenSource:
 class Shipper:
     def __init__(self, queue, client: HttpClient, tokens: TokenSource, max_samples: int = 2000,
                  min_backoff: float = 1.0, max_backoff: float = 60.0, clock: Callable[[], float] = time.time,
-                 rand: Callable[[], float] = random.random):
+                 rand: Callable[[], float] = random.random, batch_delay: float = 0.0):
         self.queue = queue
+        self.batch_delay = batch_delay
         self.client = client
         self.tokens = tokens
         self.max_samples = max_samples
@@ -224,7 +225,14 @@ class Shipper:
 
     def ship_once(self) -> Optional[float]:
         """Send one request from the queue. Returns None if the queue is empty, 0 to go on at
-        once, or the seconds to wait before the next try."""
+        once, or the seconds to wait before the next try (a back-off, or the batch delay of
+        fresh samples that do not fill a request yet)."""
+        if self.batch_delay > 0:
+            stats = self.queue.stats()
+            if stats.batches and stats.samples < self.max_samples and stats.oldest_timestamp_ms is not None:
+                due = stats.oldest_timestamp_ms / 1000 + self.batch_delay - self.clock()
+                if due > 0:
+                    return due
         taken = self.queue.take(self.max_samples, newest=self._newest_turn)
         if taken is None:
             return None

@@ -34,7 +34,7 @@ def agent_config(tmp: Path, url: str, state_dir: Optional[Path] = None, **push) 
         "web": {"listen_address": f"127.0.0.1:{port}"},
         "host": {"interval": "1s", "timeout": "1s"},
         **QUIET,
-        "push": {"enabled": True, "url": url, "interval": "1s", "min_backoff": "200ms", "max_backoff": "1s",
+        "push": {"enabled": True, "url": url, "interval": "1s", "batch_delay": "0s", "min_backoff": "200ms", "max_backoff": "1s",
                  "timeout": "5s", **push},
     }
     path = tmp / f"agent-{uuid.uuid4().hex[:6]}.yaml"

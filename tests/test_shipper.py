@@ -362,3 +362,22 @@ def test_enroll_url_from_what_the_operator_typed(given, path):
     from agent.enroll import _enroll_path
 
     assert _enroll_path(HttpClient(given)) == path
+
+
+def test_fresh_samples_wait_for_the_batch_delay_a_backlog_does_not(tmp_path, recorder):
+    now = [1_000_000.0]
+    sh = make(tmp_path, recorder.url, batch_delay=120.0, max_samples=10, clock=lambda: now[0])
+    fill(sh.queue, int(now[0] * 1000), n=3)  # one fresh collection of 3 samples
+    now[0] += 30
+    assert sh.ship_once() == pytest.approx(90.0)  # waits until the oldest unsent sample is 2 minutes old
+    assert not recorder.requests
+    fill(sh.queue, int(now[0] * 1000), n=3)
+    now[0] += 90
+    assert sh.ship_once() == 0.0  # due: both collections in one request
+    assert timestamps_sent(recorder, 0) == [1_000_000_000, 1_000_030_000]
+    # a full request goes at once, however fresh
+    fill(sh.queue, *(int(now[0] * 1000) + i for i in range(4)), n=3)
+    assert sh.ship_once() == 0.0 and len(recorder.requests) == 2
+    # so does a backlog older than the delay (after an outage)
+    fill(sh.queue, int((now[0] - 3600) * 1000), n=3)
+    assert sh.ship_once() == 0.0 and len(recorder.requests) == 3

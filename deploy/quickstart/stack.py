@@ -240,7 +240,8 @@ def configs() -> int:
     agent = {
         "agent": {"id": agent_id, "state_dir": str(data / "agent")},
         "web": {"listen_address": f"127.0.0.1:{ports['agent']}"},
-        "push": {"enabled": True, "url": f"http://127.0.0.1:{ports['collector']}/api/v1/write"},
+        "push": {"enabled": True, "url": f"http://127.0.0.1:{ports['collector']}/api/v1/write",
+                 "batch_delay": "5s"},  # a demo shows data at once; offices keep the 2m default
     }
     extra = {}
     if env.get("QS_AGENT_CONFIG"):
