@@ -191,7 +191,8 @@ def laptop_config(tmp: Path, *, push_url: str, token: str) -> Path:
         "smart": {"enabled": False}, "icmp": {"enabled": False}, "snmp": {"enabled": False},
         "probes": {"enabled": False}, "process": {"enabled": False},
         "push": {"enabled": True, "url": push_url, "bearer_token": token, "interval": "1s", "batch_delay": "0s", "timeout": "5s",
-                 "min_backoff": "200ms", "max_backoff": "1s"},
+                 "min_backoff": "200ms", "max_backoff": "1s",
+                 "batch_delay": "500ms"},
     }
     path = tmp / "laptop.yaml"
     path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
@@ -226,7 +227,8 @@ def agent_config(tmp: Path, *, push_url: str, token: str, snmp_port: int, dead_p
                                {"name": "resolver", "module": "dns", "address": dns_address, "service": "dns"}]},
         "snmp": {"interval": "4s", "timeout": "1s", "retries": 1, "auths": auths, "targets": targets},
         "push": {"enabled": True, "url": push_url, "bearer_token": token, "interval": "1s", "batch_delay": "0s", "timeout": "5s",
-                 "min_backoff": "200ms", "max_backoff": "1s"},
+                 "min_backoff": "200ms", "max_backoff": "1s",
+                 "batch_delay": "500ms"},
     }
     path = tmp / "agent.yaml"
     path.write_text(yaml.safe_dump(cfg, allow_unicode=True), encoding="utf-8")
