@@ -23,6 +23,7 @@ import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Optional
 
 import pytest
 import yaml
@@ -178,11 +179,14 @@ class Writer:
         self.thread.join(5)
 
 
-def rules_copy(tmp_path: Path) -> list:
-    """The real rule files with every for: shortened to 2s."""
+def rules_copy(tmp_path: Path, group_interval: Optional[str] = None) -> list:
+    """The real rule files with every for: shortened to 2s; with ``group_interval``, every group that
+    sets its own evaluation interval (e.g. the 1m recording rules of signals.yml) uses that instead."""
     out = []
     for path in sorted(RULES.glob("*.yml")):
         text = re.sub(r"(?m)^(\s+for:) \S+$", r"\1 2s", path.read_text(encoding="utf-8"))
+        if group_interval:
+            text = re.sub(r"(?m)^(\s+interval:) \S+$", rf"\1 {group_interval}", text)
         target = tmp_path / "rules" / path.name
         target.parent.mkdir(exist_ok=True)
         target.write_text(text, encoding="utf-8")
@@ -216,7 +220,8 @@ def alertmanager_copy(tmp_path: Path, hook_url: str, smtp_address: str) -> Path:
 
 
 @pytest.fixture
-def stack(tmp_path):
+def stack(tmp_path, request):
+    """(webhook, writer, Prometheus URL, Alertmanager URL); indirect parameters go to rules_copy."""
     need_binary("prometheus-alertmanager")
     hook = Webhook()
     smtp = Smtp()
@@ -227,8 +232,8 @@ def stack(tmp_path):
     prom = writer = None
     try:
         am.wait_http(f"http://127.0.0.1:{am_port}/-/ready")
-        prom, prom_url = start_prometheus(tmp_path, rule_files=rules_copy(tmp_path),
-                                          alertmanager=f"127.0.0.1:{am_port}")
+        rules = rules_copy(tmp_path, **getattr(request, "param", {}))
+        prom, prom_url = start_prometheus(tmp_path, rule_files=rules, alertmanager=f"127.0.0.1:{am_port}")
         writer = Writer(prom_url)
         hook.smtp = smtp
         yield hook, writer, prom_url, f"http://127.0.0.1:{am_port}"
