@@ -378,9 +378,22 @@ def http_ok_status(url: str) -> int:
         return exc.code
 
 
-def test_503_when_the_only_upstream_is_down(tmp_path):
-    dead = f"http://127.0.0.1:{free_port()}/api/v1/write"
-    proc, url, state = start_collector(tmp_path, [dead])
+@pytest.fixture
+def dead_upstream():
+    """A remote-write URL on a port held bound but not listening: refused, and no other process
+    on the machine can start listening there during the test."""
+    import socket
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/api/v1/write"
+    finally:
+        sock.close()
+
+
+def test_503_when_the_only_upstream_is_down(tmp_path, dead_upstream):
+    proc, url, state = start_collector(tmp_path, [dead_upstream])
     try:
         token = add_token(state, "c1", "a1")
         status, text = post(url + "/api/v1/write", encode([series("m", 1, now_ms())]), token)
@@ -420,7 +433,7 @@ def post_json(url: str, data) -> Tuple[int, dict]:
     return status, json.loads(text)
 
 
-def test_enrollment_then_push_and_http_sd_scraped_by_prometheus(tmp_path):
+def test_enrollment_then_push_and_http_sd_scraped_by_prometheus(tmp_path, dead_upstream):
     from tests.support import agent_command
 
     state = tmp_path / "collector-state"
@@ -432,9 +445,7 @@ def test_enrollment_then_push_and_http_sd_scraped_by_prometheus(tmp_path):
     try:
         agent.wait_http(f"http://127.0.0.1:{agent_port}/metrics")
         # Prometheus discovers the agent through the collector's http_sd; start the collector first
-        col_port_holder = {}
         proc_prom_tmp = tmp_path / "prom"
-        dead_upstream = f"http://127.0.0.1:{free_port()}/api/v1/write"
         proc, url, state = start_collector(tmp_path, [dead_upstream], state_dir=state,
                                            extra={"http_sd": {"labels": {"region": "north"}},
                                                   "upstream_check_interval": "0s"})
