@@ -35,6 +35,10 @@ class Agent:
             await self.runner.run(stop)
             await asyncio.gather(*tasks)
         finally:
+            for i in self.runner.inputs:  # first: the OS may be shutting down (agent/inputs/boot.py)
+                clean_shutdown = getattr(i, "clean_shutdown", None)
+                if clean_shutdown:
+                    clean_shutdown()
             for c in self.components:
                 close = getattr(c, "close", None)
                 if close:

@@ -8,6 +8,10 @@ What comes from where:
 - Linux sysfs (``sysfs`` option, like node_exporter's ``--path.sysfs``): whether each disk is
   rotational (``/sys/block/*/queue/rotational``) and its model, and battery design vs full-charge
   capacity (``/sys/class/power_supply/*/energy_full_design``, ``energy_full`` or ``charge_*``).
+- Unexpected shutdowns and boot duration (``commune_host_unexpected_shutdowns_total``,
+  ``commune_host_boot_duration_seconds``): agent/inputs/boot.py, with a little state in
+  ``agent.state_dir`` and the clean-shutdown marker written when the agent stops; on Linux the
+  boot is told apart by ``/proc/sys/kernel/random/boot_id``, elsewhere by psutil's boot time.
 - Static facts (OS, CPU model, core counts, RAM, disk types) are read once and cached; disk facts
   are read again only when the set of disks changes (a USB disk plugged in).
 
@@ -42,6 +46,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 from agent.inputs.base import InputSection
+from agent.inputs.boot import Boot, BootTracker
 from agent.samples import Sample, sample
 from agent.schema import Duration
 
@@ -359,7 +364,8 @@ class HostInput:
     def __init__(self, section: Config, ps=None, system: Optional[str] = None,
                  read: Callable[[str], Optional[str]] = read_text,
                  listdir: Callable[[str], List[str]] = list_dir,
-                 windows_disk: Optional[Callable[[str], Tuple[str, str]]] = None):
+                 windows_disk: Optional[Callable[[str], Tuple[str, str]]] = None,
+                 boots: Optional[BootTracker] = None):
         if ps is None:
             import psutil as ps
         self.name = NAME
@@ -378,6 +384,8 @@ class HostInput:
         self._stuck_mounts: set = set()
         self.mount_timeout = min(5.0, section.timeout / 2)
         self._boot_time: Optional[float] = None
+        self._boot_id: Optional[str] = None
+        self.boots = boots  # None: no boot history (tests, no state directory)
 
     def collect(self) -> List[Sample]:
         ps = self.ps
@@ -397,7 +405,10 @@ class HostInput:
         pernic = {d: io for d, io in (ps.net_io_counters(pernic=True) or {}).items()
                   if not _excluded(self.patterns.net, d)}
         out += network_samples(pernic, ps.net_if_stats() if pernic else {})
-        out.append(sample("node_boot_time_seconds", self.boot_time()))
+        boot_time = self.boot_time()
+        out.append(sample("node_boot_time_seconds", boot_time))
+        if self.boots is not None:
+            out += self.boots.observe(Boot(boot_time, self.boot_id()))
         if self.section.sensors:
             out += self.sensors()
         return out
@@ -411,6 +422,18 @@ class HostInput:
         if self._boot_time is None or abs(now - self._boot_time) > BOOT_TIME_TOLERANCE:
             self._boot_time = now
         return self._boot_time
+
+    def boot_id(self) -> str:
+        """The kernel's id of this boot (Linux; read once), "" elsewhere."""
+        if self._boot_id is None:
+            text = self.read("/proc/sys/kernel/random/boot_id") if self.system == "linux" else None
+            self._boot_id = (text or "").strip()
+        return self._boot_id
+
+    def clean_shutdown(self) -> None:
+        """Called by the agent when it stops cleanly (agent.app): the boot did not end unexpectedly."""
+        if self.boots is not None:
+            self.boots.clean_shutdown()
 
     def filesystems(self) -> List[Sample]:
         out: List[Sample] = []
@@ -618,4 +641,5 @@ def _windows_cpu_model() -> str:
 
 
 def build(section: Config, config) -> list:
-    return [HostInput(section)]
+    state_dir = getattr(getattr(config, "agent", None), "state_dir", "")
+    return [HostInput(section, boots=BootTracker(state_dir) if state_dir else None)]
