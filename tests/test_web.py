@@ -128,8 +128,9 @@ def test_agent_shuts_down_cleanly_on_signal(tmp_path, sig):
     assert "INFO agent: stopped" in proc.log()
     assert "Traceback" not in proc.log()
 
-    def port_free():
+    def port_free():  # no listener left (connections in TIME_WAIT do not count, as for the agent)
         with socket.socket() as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 s.bind(("127.0.0.1", port))
                 return True
