@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import sys
 from typing import Callable, List, Optional
 
@@ -11,6 +10,7 @@ from agent import inputs
 from agent.exposition import render
 from agent.runner import Runner
 from agent.selfmetrics import SelfInput
+from agent.shutdown import stop_on_signals
 from agent.web import MetricsServer
 
 log = logging.getLogger("agent")
@@ -64,11 +64,7 @@ def run_agent(config, listen_address: Optional[str] = None) -> int:
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                loop.add_signal_handler(sig, stop.set)
-            except (NotImplementedError, RuntimeError):  # Windows: the service stop path sets it
-                signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
+        stop_on_signals(stop)
         STOP_HOOK[:] = [lambda: loop.call_soon_threadsafe(stop.set)]
         await agent.run(stop)
 

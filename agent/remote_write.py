@@ -153,7 +153,8 @@ _DOUBLE = struct.Struct("<d").pack
 _ZERO = bytes(8)
 
 
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
+    """Protobuf base-128 varint of a non-negative integer."""
     if n < 0x80:
         return bytes((n,))
     out = bytearray()
@@ -165,7 +166,7 @@ def _varint(n: int) -> bytes:
 
 
 def _len_delimited(tag: bytes, payload: bytes) -> bytes:
-    return tag + _varint(len(payload)) + payload
+    return tag + varint(len(payload)) + payload
 
 
 def _sample(value: float, ts_ms: int, i: int) -> bytes:
@@ -176,7 +177,7 @@ def _sample(value: float, ts_ms: int, i: int) -> bytes:
     except struct.error:
         raise RemoteWriteError(f"series {i}: sample value must be a number, got {value!r}") from None
     out = b"\x09" + v if v != _ZERO else b""
-    return out + b"\x10" + _varint(ts_ms & 0xFFFFFFFFFFFFFFFF) if ts_ms else out
+    return out + b"\x10" + varint(ts_ms & 0xFFFFFFFFFFFFFFFF) if ts_ms else out
 
 
 def encode(series: Iterable[Series]) -> bytes:

@@ -14,7 +14,7 @@ import functools
 import re
 from typing import NamedTuple
 
-from agent.remote_write import RemoteWriteError, compress, decompress, message_classes
+from agent.remote_write import RemoteWriteError, compress, decompress, message_classes, varint
 
 IDENTITY_LABELS = ("agent", "commune")  # sorted
 _METRIC_NAME_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*\Z")
@@ -217,7 +217,7 @@ def rewrite(body: bytes, limits, commune: str, agent: str, now_ms: int) -> Resul
         ts.ClearField("labels")
         content = labels + ts.SerializeToString()
         size = len(content)
-        append(_TIMESERIES_TAG + (_SHORT_VARINTS[size] if size < 128 else _varint(size)) + content)
+        append(_TIMESERIES_TAG + (_SHORT_VARINTS[size] if size < 128 else varint(size)) + content)
     if total > limits.max_samples_per_request:
         raise LimitError(400, f"{total} samples in one request, over limits.max_samples_per_request "
                               f"({limits.max_samples_per_request}); send smaller batches")
@@ -273,12 +273,3 @@ def _stamped_labels(pairs, commune: str, agent: str) -> bytes:
     for name, value in labels:
         ts.labels.add(name=name, value=value)
     return ts.SerializeToString()
-
-
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)

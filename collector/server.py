@@ -26,7 +26,6 @@ import base64
 import json
 import logging
 import platform
-import signal
 import ssl
 import sys
 import time
@@ -37,6 +36,7 @@ from aiohttp import web
 from agent.exposition import CONTENT_TYPE, render
 from agent.remote_write import RemoteWriteError, encode
 from agent.samples import Sample, sample
+from agent.shutdown import stop_on_signals
 from collector import __version__
 from collector.config import CollectorConfig, load_fleet_file
 from collector.ingest import LimitError, rewrite, snappy_announced_length
@@ -467,12 +467,7 @@ async def serve(config: CollectorConfig, stop: asyncio.Event) -> None:
 def run_collector(config: CollectorConfig) -> int:
     async def main() -> None:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                loop.add_signal_handler(sig, stop.set)
-            except (NotImplementedError, RuntimeError):
-                signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stop.set))
+        stop_on_signals(stop)
         await serve(config, stop)
 
     try:
