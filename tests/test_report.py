@@ -63,6 +63,11 @@ def history(agent: str, origin: int, start: int, end: int):
             add(0, ts, __name__="commune_smart_pending_sectors", device="sda")
             add(1, ts, __name__="commune_smart_healthy", device="sda")
             add(1, ts, __name__="commune_disk_info", device="sda", type="hdd", model="WDC WD5000AAKX")
+            # three boots ended by a power cut or a crash (on days 5, 12 and 20), all within the period
+            add(sum(elapsed >= day * 86400 for day in (5, 12, 20)), ts,
+                __name__="commune_host_unexpected_shutdowns_total")
+            # boots take 2.5 minutes, 4.5 on every 7th day (days 3, 10, 17, 24): typically 2.5
+            add(270 if (elapsed // 86400) % 7 == 3 else 150, ts, __name__="commune_host_boot_duration_seconds")
             # the printer it polls: 100 pages a day, jammed one hour a day
             add(40000 + elapsed * 100 / 86400, ts, __name__="commune_printer_pages_total",
                 target="printer-1", marker="1")
@@ -87,6 +92,8 @@ def history(agent: str, origin: int, start: int, end: int):
             add(0, ts, __name__="commune_smart_pending_sectors", device="nvme0n1")
             add(1, ts, __name__="commune_smart_healthy", device="nvme0n1")
             add(1, ts, __name__="commune_disk_info", device="nvme0n1", type="ssd", model="Samsung PM991")
+            add(0, ts, __name__="commune_host_unexpected_shutdowns_total")
+            add(40, ts, __name__="commune_host_boot_duration_seconds")
     return list(out.values())
 
 
@@ -173,8 +180,21 @@ def test_report_ranks_worn_device_first_with_its_evidence(pipeline):
     assert factors["hdd"].level == 1.0  # HDD on a 4 GB machine
     assert evidence(old, "disk_health", "en") == "SMART: 24 reallocated sectors, 0 pending sectors"
     assert evidence(old, "hdd", "vi") == "Ổ cứng cơ (HDD), RAM 4,0 GB"
+    # 3 unexpected shutdowns in 30 days (1 at 4); increase() may extrapolate to the period's end by a hair
+    assert factors["unexpected_restarts"].evidence["unexpected_shutdowns"] == pytest.approx(3, abs=0.01)
+    assert factors["unexpected_restarts"].level == pytest.approx(0.75, abs=0.01)
+    assert evidence(old, "unexpected_restarts", "en") == "3 unexpected shutdowns (power cut or crash) in the period"
+    assert evidence(old, "unexpected_restarts", "vi") == "Tắt máy đột ngột 3 lần (mất điện hoặc treo máy) trong kỳ"
+    # typical boot 150 s (the median: the 270 s days are 4 of 27), the worst 270 s
+    assert factors["slow_boot"].evidence == {"boot_seconds_median": 150, "boot_seconds_max": 270}
+    assert factors["slow_boot"].level == pytest.approx((150 - 90) / 210)
+    assert evidence(old, "slow_boot", "en") == "Boot took 2.5 minutes typically, up to 4.5 minutes"
+    assert evidence(old, "slow_boot", "vi") == "Khởi động thường mất 2,5 phút, có lúc mất tới 4,5 phút"
     assert old.reason in {f for f, row in factors.items() if row.level}  # the dominant reason is a factor
-    assert new.status == "ok" and {f.name: f.level for f in new.factors}["disk_health"] == 0
+    new_levels = {f.name: f.level for f in new.factors}
+    assert new.status == "ok" and new_levels["disk_health"] == 0
+    assert new_levels["unexpected_restarts"] == 0 and new_levels["slow_boot"] == 0  # 40 s boots, no crash
+    assert evidence(new, "unexpected_restarts", "en") == "0 unexpected shutdowns (power cut or crash) in the period"
     printer = {f.name: f for f in rows["printer-1"].factors}
     assert printer["pages"].evidence["rated_pages"] == 50000
     # 60 jammed minutes for every 100 pages printed: 600 minutes per 1,000 pages
@@ -229,6 +249,8 @@ def test_html_report_renders_in_chromium(pipeline, tmp_path):
     ranked = dom.split("Devices ranked for replacement")[1].split("</table>")[0]
     assert ranked.index("pc-old") < ranked.index("pc-new")
     assert "SMART: 24 reallocated sectors, 0 pending sectors" in dom
+    assert "3 unexpected shutdowns (power cut or crash) in the period" in dom
+    assert "Boot took 2.5 minutes typically, up to 4.5 minutes" in dom
     shot = tmp_path / "report.png"
     subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={shot}",
                     "--window-size=1400,1800", out.as_uri()], capture_output=True, timeout=120)
@@ -308,3 +330,12 @@ def test_dates_and_periods():
                      ("2026-11-05..2026-11-01", "is before")):
         with pytest.raises(ReportError, match=msg):
             gather_mod.parse_period(bad, now)
+
+
+def test_boot_evidence_sentences():
+    one = gather_mod.FactorRow("unexpected_restarts", 0.25, {"unexpected_shutdowns": 1.0002})
+    assert render.evidence_text(one, "en") == "1 unexpected shutdown (power cut or crash) in the period"
+    assert render.evidence_text(one, "vi") == "Tắt máy đột ngột 1 lần (mất điện hoặc treo máy) trong kỳ"
+    slow = gather_mod.FactorRow("slow_boot", 1.0, {"boot_seconds_median": 330, "boot_seconds_max": 612})
+    assert render.evidence_text(slow, "en") == "Boot took 5.5 minutes typically, up to 10.2 minutes"
+    assert render.evidence_text(gather_mod.FactorRow("slow_boot", None, {}), "vi") == "không có dữ liệu"

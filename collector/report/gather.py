@@ -131,6 +131,8 @@ FACTOR_EVIDENCE = {
     "disk_health": ("smart_reallocated", "smart_pending", "smart_failing"),
     "hdd": ("has_hdd", "memory_total_bytes"),
     "battery_wear": ("battery_capacity",),
+    "unexpected_restarts": ("unexpected_shutdowns",),
+    "slow_boot": ("boot_seconds_median", "boot_seconds_max"),
     "pages": ("pages_total", "rated_pages"),
     "error_time": ("error_minutes", "pages_in_period"),
     "offline": ("offline_share",),
@@ -141,8 +143,9 @@ FACTOR_EVIDENCE = {
     "battery_runtime": ("battery_runtime_seconds",),
 }
 KIND_FACTORS = {
-    "pc": ("age", "memory_pressure", "cpu_saturation", "disk_health", "hdd"),
-    "laptop": ("age", "memory_pressure", "cpu_saturation", "disk_health", "hdd", "battery_wear"),
+    "pc": ("age", "memory_pressure", "cpu_saturation", "disk_health", "hdd", "unexpected_restarts", "slow_boot"),
+    "laptop": ("age", "memory_pressure", "cpu_saturation", "disk_health", "hdd", "battery_wear",
+               "unexpected_restarts", "slow_boot"),
     "printer": ("age", "pages", "error_time", "offline"),
     "router": ("age", "reboots", "interface_errors", "gateway_loss"),
     "ups": ("age", "reboots", "battery_replace", "battery_runtime"),

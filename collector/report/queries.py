@@ -54,6 +54,14 @@ EVIDENCE = {
         "max by (commune, agent) (last_over_time(commune_disk_info{{type=\"hdd\"}}[{P}])) " + PC_DEVICE,
     "battery_capacity":
         "max by (commune, agent) (max_over_time(commune_battery_capacity_ratio[{P}])) " + PC_DEVICE,
+    "unexpected_shutdowns":
+        "max by (commune, agent) (increase(commune_host_unexpected_shutdowns_total[{P}])) " + PC_DEVICE,
+    # the boot duration is held for the whole boot: its median over time is the typical boot, as the
+    # slow_boot factor takes it; the maximum shows the worst one (often a boot installing updates)
+    "boot_seconds_median":
+        "max by (commune, agent) (quantile_over_time(0.5, commune_host_boot_duration_seconds[{P}])) " + PC_DEVICE,
+    "boot_seconds_max":
+        "max by (commune, agent) (max_over_time(commune_host_boot_duration_seconds[{P}])) " + PC_DEVICE,
     "pages_total":
         "max by (commune, agent, target) (last_over_time(commune_printer_pages_total[{P}])) " + SNMP_DEVICE,
     "pages_in_period":

@@ -58,6 +58,13 @@ def evidence_text(f: FactorRow, lang: str) -> str:
             return e["hdd"][lang].format(ram=num(ev.get("memory_total_bytes", 0) / 1e9, lang, 1))
         if f.name == "battery_wear":
             return e["battery_wear"][lang].format(capacity=pct(ev["battery_capacity"], lang))
+        if f.name == "unexpected_restarts":
+            count = ev["unexpected_shutdowns"]  # increase() may extrapolate a hair: 3.0002 is 3
+            return e["unexpected_restarts_one" if round(count) == 1 else "unexpected_restarts"][lang].format(
+                count=num(count, lang))
+        if f.name == "slow_boot":
+            return e["slow_boot"][lang].format(typical=num(ev["boot_seconds_median"] / 60, lang, 1),
+                                               max=num(ev["boot_seconds_max"] / 60, lang, 1))
         if f.name == "pages":
             rated = num(ev["rated_pages"], lang) if "rated_pages" in ev else "?"
             return e["pages"][lang].format(pages=num(ev["pages_total"], lang), rated=rated)
