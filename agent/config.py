@@ -71,12 +71,17 @@ class WebSection:
             path = getattr(self, key)
             if path and not os.path.isfile(path):
                 yield key, f"file {path} does not exist"
-        for user, hashed in self.basic_auth_users.items():
-            if not hashed.reveal().startswith(("$2a$", "$2b$", "$2y$")):
-                yield f"basic_auth_users.{user}", "expected a bcrypt hash (htpasswd -nBC 10 USER)"
+        yield from check_basic_auth_users(self.basic_auth_users)
         if not is_loopback(host) and not (self.basic_auth_users or self.tls_cert_file):
             yield "listen_address", (f"{self.listen_address} is reachable from the network: configure "
                                      "basic_auth_users and/or tls_cert_file, or listen on 127.0.0.1")
+
+
+def check_basic_auth_users(users: Dict[str, Secret]) -> Iterator[tuple]:
+    """Each password must be a bcrypt hash, as the exporter-toolkit web config requires."""
+    for user, hashed in users.items():
+        if not hashed.reveal().startswith(("$2a$", "$2b$", "$2y$")):
+            yield f"basic_auth_users.{user}", "expected a bcrypt hash (htpasswd -nBC 10 USER)"
 
 
 def split_listen_address(addr: str) -> "tuple[str, int]":

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, Literal, Mapping, Optional
 
-from agent.config import is_loopback, split_listen_address
+from agent.config import check_basic_auth_users, is_loopback, split_listen_address
 from agent.schema import ConfigError, ConfigErrors, Duration, Secret, Size, load_model, load_yaml
 
 DEFAULT_LISTEN = "127.0.0.1:9722"
@@ -48,9 +48,7 @@ class WebSection:
             yield "listen_address", str(exc)
             return
         yield from _check_tls_pair(self.tls_cert_file, self.tls_key_file)
-        for user, hashed in self.basic_auth_users.items():
-            if not hashed.reveal().startswith(("$2a$", "$2b$", "$2y$")):
-                yield f"basic_auth_users.{user}", "expected a bcrypt hash (htpasswd -nBC 10 USER)"
+        yield from check_basic_auth_users(self.basic_auth_users)
         if not is_loopback(host) and not self.tls_cert_file and not self.behind_tls_proxy:
             yield "listen_address", (f"{self.listen_address} is reachable from the network without TLS: set "
                                      "tls_cert_file and tls_key_file, or behind_tls_proxy: true, or listen "
