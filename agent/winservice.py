@@ -121,6 +121,11 @@ def _service_class():
             for stop in STOP_HOOK:
                 stop()
 
+        def SvcShutdown(self) -> None:  # noqa: N802
+            # Defining it makes pywin32 accept SERVICE_CONTROL_SHUTDOWN: a Windows shutdown then
+            # stops the agent cleanly (clean-shutdown marker written), not as a crash.
+            self.SvcStop()
+
     return AgentService
 
 
