@@ -164,6 +164,8 @@ TEMPERATURE = f"node_hwmon_temp_celsius{{{PC}}}"
 UPTIME = f"time() - node_boot_time_seconds{{{PC}}}"
 BOOTS_IN_RANGE = f"changes(node_boot_time_seconds{{{PC}}}[$__range])"
 BOOT_TIME = f"node_boot_time_seconds{{{PC}}} * 1000"
+UNEXPECTED_SHUTDOWNS = f"increase(commune_host_unexpected_shutdowns_total{{{PC}}}[$__range])"
+BOOT_DURATION = f"commune_host_boot_duration_seconds{{{PC}}}"
 LOAD1 = f"node_load1{{{PC}}}"
 
 # ---------------------------------------------------------------- SMART (smart input)

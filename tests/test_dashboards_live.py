@@ -86,6 +86,11 @@ NOT_FEASIBLE: Dict[Tuple[str, str, str], str] = {
     ("host", "SMART health", "B"): "smartctl cannot read the test machine's virtual disk",
     ("host", "SMART health", "C"): "smartctl cannot read the test machine's virtual disk",
     ("host", "SMART health", "D"): "smartctl cannot read the test machine's virtual disk",
+    # The agent times the boot only when it starts within 15 minutes of it; the test machine has
+    # been up for longer.
+    ("host", "Boot duration", "A"): "the test machine booted long before the agent started",
+    ("replacement", "Devices to replace, worst first", factor_ref("slow_boot")):
+        "slow_boot factor: the test machine booted long before the agent started",
     ("replacement", "Devices to replace, worst first", factor_ref("disk_health")):
         "disk_health factor: smartctl cannot read the test machine's virtual disk",
 }

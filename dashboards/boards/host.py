@@ -30,6 +30,16 @@ def build(lang: str) -> dict:
              [Q(q.BOOTS_IN_RANGE, "{{agent}}")], unit="short", steps=above(3, 10)),
         stat(Text("Last boot", "Lần khởi động gần nhất"), Text("When the PC last started.", "Thời điểm máy khởi động gần nhất."),
              [Q(q.BOOT_TIME, "{{agent}}")], unit="dateTimeFromNow", steps=OK),
+        stat(Text("Unexpected shutdowns in range", "Số lần tắt máy bất thường"),
+             Text("Boots that ended without a clean stop (power cut, crash, reset) in the time range.",
+                  "Số lần máy tắt không bình thường (mất điện, treo, nhấn reset) trong khoảng thời gian."),
+             [Q(q.UNEXPECTED_SHUTDOWNS, "{{agent}}")], unit="short", steps=above(1, 4), w=12),
+        stat(Text("Boot duration", "Thời gian khởi động"),
+             Text("Time from the OS boot to the agent's first collection at the last start (a slow-boot signal: "
+                  "bad from 90 s, worst at 300 s).",
+                  "Thời gian từ lúc hệ điều hành khởi động đến lần thu thập đầu tiên của agent ở lần khởi động gần "
+                  "nhất (tín hiệu khởi động chậm: xấu từ 90 giây, tệ nhất 300 giây)."),
+             [Q(q.BOOT_DURATION, "{{agent}}")], unit="s", steps=above(90, 300), w=12),
         row(Text("CPU and memory", "CPU và bộ nhớ")),
         timeseries(Text("CPU by mode", "CPU theo chế độ"),
                    Text("Share of CPU time by mode (user, system, iowait ...), averaged over the cores.",

@@ -14,6 +14,8 @@ FACTORS = (
     ("memory_pressure", Text("Memory pressure", "Thiếu bộ nhớ")),
     ("cpu_saturation", Text("CPU saturation", "CPU quá tải")),
     ("disk_health", Text("Disk health", "Sức khỏe ổ đĩa")),
+    ("unexpected_restarts", Text("Unexpected restarts", "Khởi động lại bất thường")),
+    ("slow_boot", Text("Slow boot", "Khởi động chậm")),
     ("hdd", Text("HDD on a slow PC", "Ổ HDD trên máy yếu")),
     ("battery_wear", Text("Battery wear", "Chai pin")),
     ("pages", Text("Pages vs rated life", "Số trang so với tuổi thọ")),
