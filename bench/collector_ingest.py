@@ -325,7 +325,8 @@ def wire_bytes(tmp: Path, duration: float) -> dict:
             {"job_name": "gzip", "scrape_interval": "15s", "static_configs": [
                 {"targets": [f"127.0.0.1:{gzip_proxy.port}"]}]}])
         # count from the first successful push and scrape on
-        wait_until(lambda: push_proxy.total and plain_proxy.total and gzip_proxy.total, 60, what="traffic")
+        # (the agent's first push comes after its push.batch_delay, 2 minutes by default)
+        wait_until(lambda: push_proxy.total and plain_proxy.total and gzip_proxy.total, 300, what="traffic")
         base = {p: (p.total, p.connections) for p in (push_proxy, plain_proxy, gzip_proxy)}
         t0 = time.time()
         time.sleep(duration)
