@@ -29,7 +29,9 @@ fi
 # machine's real gateway or any address beyond 127.0.0.0/8, ::1 and the namespaces tests create
 # (the agent's default gateway probe then finds no gateway). Needs root; otherwise run as is.
 if [ "$(id -u)" -eq 0 ] && command -v unshare >/dev/null && unshare --net true 2>/dev/null; then
-  exec unshare --net -- sh -c 'ip link set lo up && exec "$0" "$@"' \
+  # a veth pair inside (no route out) gives host-input tests a non-loopback interface to count
+  exec unshare --net -- sh -c 'ip link set lo up && { ip link add cm-veth0 type veth peer name cm-veth1 &&
+    ip link set cm-veth0 up && ip link set cm-veth1 up || true; } && exec "$0" "$@"' \
     .venv/bin/python -m pytest -p no:cacheprovider -q "$@"
 fi
 echo "tests/run.sh: not root: running without an isolated network namespace" >&2
