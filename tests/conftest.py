@@ -6,6 +6,10 @@ of every metric in exposition text passed to ``tests.support.record_exposition``
 """
 from __future__ import annotations
 
+import os
+import subprocess
+import uuid
+
 import pytest
 
 import agent.samples
@@ -31,3 +35,17 @@ def prometheus(tmp_path):
         yield proc, url
     finally:
         proc.stop()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 2 MB tmpfs, for full-disk tests (needs root); unmounted afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mnt = tmp_path / f"disk-{uuid.uuid4().hex[:6]}"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
