@@ -37,8 +37,18 @@ HEADERS = {
 
 Series = Tuple[Mapping[str, str], Sequence[Tuple[float, int]]]
 
-_METRIC_NAME_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
-_LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+# The one definition of valid names, for the agent, the collector and the catalog (fullmatch: a
+# trailing newline is not a valid name).
+METRIC_NAME_RE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+LABEL_NAME_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+
+# What the collector accepts per series by default (collector.config.Limits takes these numbers):
+# the agent leaves out, and counts, a series over them before it is queued, so that a request of
+# ours is never refused for a limit. Labels the collector stamps itself are not counted.
+IDENTITY_LABELS = ("agent", "commune")  # sorted
+MAX_LABELS_PER_SERIES = 40               # __name__ included
+MAX_LABEL_NAME_LENGTH = 128
+MAX_LABEL_VALUE_LENGTH = 1024
 
 # (message, [(field name, number, type, repeated, message type name or None)]); types as in .proto
 MESSAGES = (
@@ -203,7 +213,7 @@ def decode(body: bytes, max_decoded_bytes: Optional[int] = None) -> List[Tuple[d
     out = []
     for i, ts in enumerate(req.timeseries):
         pairs = [(lab.name, lab.value) for lab in ts.labels]
-        _check_labels(pairs, i)
+        _check_labels(pairs, i, limits=False)  # the receiver's limits are its own
         name = dict(pairs)["__name__"]
         samples = [(s.value, s.timestamp) for s in ts.samples]
         if not samples:
@@ -216,16 +226,16 @@ def decode(body: bytes, max_decoded_bytes: Optional[int] = None) -> List[Tuple[d
     return out
 
 
-def _check_labels(pairs: Sequence[Tuple[str, str]], i: int) -> None:
+def _check_labels(pairs: Sequence[Tuple[str, str]], i: int, limits: bool = True) -> None:
     names = [n for n, _ in pairs]
     metric = dict(pairs).get("__name__")
     where = f"series {i}" + (f" ({metric})" if metric else "")
     if not metric:
         raise RemoteWriteError(f"{where}: no __name__ label")
-    if not _METRIC_NAME_RE.match(metric):
+    if not METRIC_NAME_RE.fullmatch(metric):
         raise RemoteWriteError(f"{where}: invalid metric name {metric!r}")
     for j, (name, value) in enumerate(pairs):
-        if not _LABEL_NAME_RE.match(name):
+        if not LABEL_NAME_RE.fullmatch(name):
             raise RemoteWriteError(f"{where}: invalid label name {name!r}")
         if value == "":
             raise RemoteWriteError(f"{where}: label {name!r} has an empty value")
@@ -233,3 +243,12 @@ def _check_labels(pairs: Sequence[Tuple[str, str]], i: int) -> None:
             raise RemoteWriteError(f"{where}: duplicate label {name!r}")
         if j and name < names[j - 1]:
             raise RemoteWriteError(f"{where}: labels are not sorted by name ({name!r} after {names[j - 1]!r})")
+        if limits and len(name) > MAX_LABEL_NAME_LENGTH:
+            raise RemoteWriteError(f"{where}: label name {name[:40]!r}... is {len(name)} characters, over "
+                                   f"the collector's limit of {MAX_LABEL_NAME_LENGTH}")
+        if limits and len(value) > MAX_LABEL_VALUE_LENGTH:
+            raise RemoteWriteError(f"{where}: value of label {name!r} is {len(value)} characters, over "
+                                   f"the collector's limit of {MAX_LABEL_VALUE_LENGTH}")
+    own = sum(1 for n in names if n not in IDENTITY_LABELS)
+    if limits and own > MAX_LABELS_PER_SERIES:
+        raise RemoteWriteError(f"{where}: {own} labels, over the collector's limit of {MAX_LABELS_PER_SERIES}")

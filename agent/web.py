@@ -5,13 +5,13 @@ hashes and TLS takes a certificate and key, as the Prometheus exporter-toolkit w
 """
 from __future__ import annotations
 
-import base64
 import logging
 import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Dict, Optional
 
+from agent.basic_auth import BasicAuth
 from agent.config import WebSection, split_listen_address
 from agent.schema import Secret
 
@@ -28,35 +28,14 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, addr, handler, render: Callable[[], bytes], users: Dict[str, Secret]):
         self.render = render
-        self.users = users
-        self._auth_cache: Dict[bytes, bool] = {}
+        self.auth = BasicAuth({u: h.reveal() for u, h in users.items()})
         if ":" in addr[0]:
             import socket
             self.address_family = socket.AF_INET6
         super().__init__(addr, handler)
 
     def authorized(self, header: Optional[str]) -> bool:
-        if not self.users:
-            return True
-        if not header or not header.startswith("Basic "):
-            return False
-        raw = header[6:].strip().encode()
-        cached = self._auth_cache.get(raw)
-        if cached is not None:
-            return cached
-        try:
-            user, _, password = base64.b64decode(raw, validate=True).decode().partition(":")
-        except Exception:
-            return False
-        hashed = self.users.get(user)
-        ok = False
-        if hashed is not None:
-            import bcrypt  # only when basic auth is configured
-
-            ok = bcrypt.checkpw(password.encode(), hashed.reveal().encode())
-        if len(self._auth_cache) < 64:  # bcrypt is slow on purpose; remember recent answers
-            self._auth_cache[raw] = ok
-        return ok
+        return self.auth.check(header)  # a handler thread per request: bcrypt blocks only this one
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Dict, Iterator, List, Literal, Mapping, Optional
 
 from agent.config import check_basic_auth_users, is_loopback, split_listen_address
+from agent.remote_write import MAX_LABEL_NAME_LENGTH, MAX_LABEL_VALUE_LENGTH, MAX_LABELS_PER_SERIES
 from agent.schema import ConfigError, ConfigErrors, Duration, Secret, Size, load_model, load_yaml
 
 DEFAULT_LISTEN = "127.0.0.1:9722"
@@ -113,12 +114,20 @@ class Limits:
     max_body_size: Size = Size(4 * 10**6)
     # Body after snappy decompression; a larger announced size answers 413 before inflating.
     max_decoded_size: Size = Size(32 * 10**6)
+    # A whole request over one of these answers 413: the agent sends it again split.
     max_series_per_request: int = 10000
     max_samples_per_request: int = 50000
+    # A series over one of these is left out and counted (reason invalid); the rest of the request
+    # goes through. The defaults are the agent's own bounds (agent.remote_write): a request of an
+    # agent is never refused for them.
     # Labels the agent sends per series, __name__ included (commune and agent are not counted).
-    max_labels_per_series: int = 40
-    max_label_name_length: int = 128
-    max_label_value_length: int = 1024
+    max_labels_per_series: int = MAX_LABELS_PER_SERIES
+    max_label_name_length: int = MAX_LABEL_NAME_LENGTH
+    max_label_value_length: int = MAX_LABEL_VALUE_LENGTH
+    # The whole body must have arrived within this time (a weak link delivers it in pieces);
+    # otherwise 408 and the agent sends it again. Long enough for max_body_size at 64 kbit/s is
+    # not needed: the agent's requests are far smaller (tens of kB).
+    body_timeout: Duration = Duration(120)
     # Write requests handled at once; more answer 429 so the agents back off and retry.
     max_concurrent_requests: int = 64
     # Samples older than this are dropped and counted. Keep it at most Prometheus'
@@ -136,6 +145,8 @@ class Limits:
                 yield name, "must be greater than 0"
         if self.max_sample_age <= 0:
             yield "max_sample_age", "must be greater than 0s"
+        if self.body_timeout <= 0:
+            yield "body_timeout", "must be greater than 0s"
         if 0 < self.max_decoded_size < self.max_body_size:
             yield "max_decoded_size", "must not be smaller than max_body_size"
 

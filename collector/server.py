@@ -7,22 +7,27 @@
     GET  /-/healthy       200 while the process serves
     GET  /-/ready         200 when every upstream answered its last request or check
 
-Answers to ``/api/v1/write`` (the agent retries on 5xx and 429 only, and drops on other 4xx):
+Answers to ``/api/v1/write`` (the contract with the agent: data is deleted only for its own fault;
+collector/README.md has the whole table):
 
-    204  every upstream accepted the batch
-    400  malformed body, a series over a limit, every sample outside the accepted time range, or an
-         upstream refused the data itself (400/422); samples outside the range in a request with
-         others are dropped and counted (commune_collector_samples_dropped_total)
-    401  no token or an unknown or revoked token
-    413  body (or its decoded size) over the limit
+    204  every upstream accepted every sample
+    200  accepted, except samples that can never be: series that fail a check or a per-series
+         limit, samples outside the accepted time range, series an upstream refuses (isolated by
+         splitting); how many in the X-Commune-Dropped-Samples header, why in the body
+    400  the body cannot be read (not snappy, not a WriteRequest), or none of its samples can be
+         accepted; the body says why
+    401  no token or an unknown or revoked token (the agent keeps its data)
+    408  the body did not arrive whole within limits.body_timeout, or was cut short (retry)
+    413  body, decoded size, series or samples over the per-request limits (the agent splits it)
     415  Content-Encoding other than snappy
-    429  too many write requests in progress
-    503  an upstream did not accept the batch (down, timeout, 5xx, 429, misconfigured auth)
+    429  too many write requests in progress (retry)
+    503  an upstream did not accept the batch (down, timeout, 5xx, 429, misconfigured auth), the
+         token store is unreadable (/-/ready fails too), or a bug of ours (retry)
 """
 from __future__ import annotations
 
 import asyncio
-import base64
+import concurrent.futures
 import json
 import logging
 import platform
@@ -31,8 +36,10 @@ import sys
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
+import aiohttp
 from aiohttp import web
 
+from agent.basic_auth import BasicAuth
 from agent.exposition import CONTENT_TYPE, render
 from agent.remote_write import RemoteWriteError, encode
 from agent.samples import Sample, sample
@@ -46,6 +53,19 @@ from collector.upstream import Forwarder
 log = logging.getLogger("collector")
 
 MAX_ENROLL_BODY = 4096
+# On a 200 answer to a write: samples of the request that were left out because they can never be
+# accepted (the agent counts them as dropped, reason rejected).
+DROPPED_HEADER = "X-Commune-Dropped-Samples"
+MAX_ERRORS = 3
+
+
+def _rejection(dropped: Dict[str, int]) -> str:
+    """The rejected-requests reason of a write refused as a whole, from what its samples were."""
+    if dropped.get("invalid"):
+        return "invalid"
+    if dropped.get("upstream_rejected"):
+        return "upstream_rejected"
+    return "out_of_range"
 
 
 def _dur(seconds: float) -> str:
@@ -66,7 +86,7 @@ class Stats:
         self.rejected: Dict[str, int] = {}
         self.enrollments: Dict[str, int] = {}
         self.last_push: Dict[Tuple[str, str], float] = {}
-        self.dropped: Dict[str, int] = {"too_old": 0, "in_future": 0}
+        self.dropped: Dict[str, int] = {r: 0 for r in ("too_old", "in_future", "invalid", "upstream_rejected")}
 
     def request(self, handler: str, code: int, seconds: float) -> None:
         key = (handler, str(code))
@@ -93,8 +113,9 @@ class Collector:
         self._fleet = None
         self._fleet_mtime: Optional[tuple] = None
         self._probe_task: Optional[asyncio.Task] = None
-        self._users = {u: h.reveal().encode() for u, h in config.web.basic_auth_users.items()}
-        self._auth_cache: Dict[str, bool] = {}
+        self._auth = BasicAuth({u: h.reveal() for u, h in config.web.basic_auth_users.items()})
+        # one thread: junk passwords queue behind each other instead of taking every worker
+        self._auth_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="basic-auth")
         self.store.refresh()  # fail at start, not at the first push, on an unreadable state file
 
     # ------------------------------------------------------------ application
@@ -125,6 +146,7 @@ class Collector:
             except asyncio.CancelledError:
                 pass
         await self.forwarder.close()
+        self._auth_pool.shutdown(wait=False)
 
     @web.middleware
     async def _measure(self, request: web.Request, handler):
@@ -150,7 +172,12 @@ class Collector:
         return web.Response(status=status, text=message + "\n", headers=headers or None)
 
     async def write(self, request: web.Request) -> web.Response:
-        identity = self._bearer(request)
+        try:
+            identity = self._bearer(request)
+        except StateError as exc:  # our own fault: never answered as the agent's (401)
+            log.error("token store: %s", exc)
+            return self._text(503, "the collector cannot read its token store; keep the batch and retry",
+                              "state_unreadable", **{"Retry-After": "30"})
         if identity is None:
             return self._text(401, "missing, unknown or revoked agent token", "unauthorized",
                               **{"WWW-Authenticate": 'Bearer realm="commune-collector"'})
@@ -170,77 +197,117 @@ class Collector:
         finally:
             self.inflight -= 1
 
+    async def _read_body(self, request: web.Request):
+        """The whole body (bytes), or the answer to give: 413 over the limit, 408 when it did not
+        arrive whole within ``limits.body_timeout`` (a weak link; the agent sends it again)."""
+        limits = self.config.limits
+        chunks: List[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(float(limits.body_timeout)):
+                while True:
+                    chunk = await request.content.read(65536)
+                    if not chunk:
+                        break
+                    size += len(chunk)
+                    if size > limits.max_body_size:
+                        return self._text(413, f"body is over limits.max_body_size ({limits.max_body_size})",
+                                          "body_too_large", Connection="close")
+                    chunks.append(chunk)
+        except TimeoutError:
+            return self._text(408, f"the body did not arrive whole within limits.body_timeout "
+                                   f"({_dur(limits.body_timeout)}); send it again", "body_timeout",
+                              Connection="close")
+        except (aiohttp.ClientPayloadError, ConnectionError) as exc:  # cut mid-body
+            return self._text(408, f"the body was cut short ({exc}); send it again", "body_timeout",
+                              Connection="close")
+        if request.content_length is not None and size != request.content_length:
+            return self._text(408, f"the body was cut short ({size} of {request.content_length} bytes); "
+                                   "send it again", "body_timeout", Connection="close")
+        return b"".join(chunks)
+
     async def _write(self, request: web.Request, identity) -> web.Response:
         limits = self.config.limits
-        body = await request.content.read(limits.max_body_size + 1)
-        if len(body) > limits.max_body_size:
-            return self._text(413, f"body is over limits.max_body_size ({limits.max_body_size})",
-                              "body_too_large", Connection="close")
+        body = await self._read_body(request)
+        if isinstance(body, web.Response):
+            return body
         self.stats.received_bytes += len(body)
         announced = snappy_announced_length(body)
         if announced is not None and announced > limits.max_decoded_size:
             return self._text(413, f"decoded body would be {announced} bytes, over limits.max_decoded_size "
                                    f"({limits.max_decoded_size})", "body_too_large")
+        who = f"{identity.commune}/{identity.agent}"
         try:
             result = rewrite(body, limits, identity.commune, identity.agent, int(self.clock() * 1000))
         except RemoteWriteError as exc:
             return self._text(400, f"malformed remote-write request: {exc}", "malformed")
         except LimitError as exc:
             return self._text(exc.status, str(exc), "limits")
-        except Exception as exc:  # a parser bug must not take the request down with a 500
-            log.warning("decoding a write request of agent %s failed unexpectedly: %r", identity.agent, exc)
-            return self._text(400, "malformed remote-write request", "malformed")
-        samples = result.forwarded
-        self.stats.samples_received += result.samples
+        except Exception as exc:  # our bug, not the agent's data: keep it (the agent retries)
+            log.error("decoding a write request of %s failed unexpectedly: %r", who, exc, exc_info=True)
+            return self._text(503, "the collector failed on this request; keep the batch and retry",
+                              "internal_error", **{"Retry-After": "60"})
+        st = self.stats
+        st.samples_received += result.samples
+        dropped: Dict[str, int] = {}
+        reasons: List[str] = []
+        if result.errors:
+            dropped["invalid"] = result.invalid
+            reasons += result.errors
+            log.warning("dropped %d samples of %s in series that can never be accepted: %s", result.invalid,
+                        who, "; ".join(result.errors))
         if result.too_old or result.in_future:
-            self.stats.dropped["too_old"] += result.too_old
-            self.stats.dropped["in_future"] += result.in_future
-            log.warning("dropped %d samples of %s/%s older than limits.max_sample_age and %d more than "
-                        "limits.max_clock_skew ahead", result.too_old, identity.commune, identity.agent,
-                        result.in_future)
-            if not samples:
-                return self._text(400, f"all {result.samples} samples are outside the accepted time range "
-                                       f"(older than limits.max_sample_age {_dur(limits.max_sample_age)}: "
-                                       f"{result.too_old}, ahead of the collector's clock by more than "
-                                       f"limits.max_clock_skew {_dur(limits.max_clock_skew)}: {result.in_future}); "
-                                       "is the agent's clock right?", "out_of_range")
-        if not samples:  # an empty request: nothing to forward
-            self._pushed(identity)
-            return web.Response(status=204)
-        out = result.body
-        outcomes = await self.forwarder.forward(out, samples)
-        failed = [o for o in outcomes if o.kind == "unavailable"]
-        refused = [o for o in outcomes if o.kind == "rejected"]
-        if failed:
-            for o in failed:
-                log.warning("upstream %s did not take %d samples of %s/%s: %s %s", o.upstream, samples,
-                            identity.commune, identity.agent, o.code, o.detail)
-            what = "; ".join(f"{o.upstream}: {o.code} {o.detail}" for o in failed)
-            return self._text(503, f"upstream unavailable, keep the batch and retry: {what}",
-                              "upstream_unavailable", **{"Retry-After": "10"})
-        if refused:
-            for o in refused:
-                log.warning("upstream %s refused %d samples of %s/%s: %s %s", o.upstream, samples,
-                            identity.commune, identity.agent, o.code, o.detail)
-            what = "; ".join(f"{o.upstream}: {o.code} {o.detail}" for o in refused)
-            return self._text(400, f"upstream refused the data, retrying cannot help: {what}",
-                              "upstream_rejected")
+            dropped["too_old"], dropped["in_future"] = result.too_old, result.in_future
+            reasons.append(f"older than limits.max_sample_age {_dur(limits.max_sample_age)}: {result.too_old}, "
+                           f"ahead of the collector's clock by more than limits.max_clock_skew "
+                           f"{_dur(limits.max_clock_skew)}: {result.in_future} (is the agent's clock right?)")
+            log.warning("dropped %d samples of %s older than limits.max_sample_age and %d more than "
+                        "limits.max_clock_skew ahead", result.too_old, who, result.in_future)
+        if result.parts:
+            deliveries = await self.forwarder.deliver(result.parts, result.part_samples)
+            failed = [d.unavailable for d in deliveries if d.unavailable is not None]
+            if failed:
+                for o in failed:
+                    log.warning("upstream %s did not take %d samples of %s: %s %s", o.upstream,
+                                result.forwarded, who, o.code, o.detail)
+                what = "; ".join(f"{o.upstream}: {o.code} {o.detail}" for o in failed)
+                return self._text(503, f"upstream unavailable, keep the batch and retry: {what}",
+                                  "upstream_unavailable", **{"Retry-After": "10"})
+            refused = max((d.dropped for d in deliveries), default=0)
+            for d in deliveries:
+                if d.dropped:
+                    st.dropped["upstream_rejected"] = st.dropped.get("upstream_rejected", 0) + d.dropped
+                    what = "; ".join(f"{o.code} {o.detail}" for o in d.refused[:MAX_ERRORS])
+                    log.warning("upstream %s refused %d samples of %s: %s", d.upstream, d.dropped, who, what)
+                    reasons.append(f"upstream {d.upstream} refused {d.dropped} samples: {what}")
+            if refused:
+                dropped["upstream_rejected"] = refused
+        for reason, n in dropped.items():
+            if n and reason != "upstream_rejected":
+                st.dropped[reason] = st.dropped.get(reason, 0) + n
+        lost = sum(dropped.values())
+        if (lost or result.errors) and lost >= result.samples:
+            return self._text(400, f"none of the {result.samples} samples can be accepted, retrying cannot "
+                                   f"help: " + "; ".join(reasons), _rejection(dropped))
         self._pushed(identity)
-        return web.Response(status=204)
+        if not lost:
+            return web.Response(status=204)
+        # accepted, minus what can never be: say what was left out, so the agent counts it too
+        return web.Response(status=200, text=f"accepted {result.samples - lost} of {result.samples} samples; "
+                                             f"dropped {lost}: " + "; ".join(reasons) + "\n",
+                            headers={DROPPED_HEADER: str(lost)})
 
     def _pushed(self, identity) -> None:
         self.stats.last_push[(identity.commune, identity.agent)] = self.clock()
 
     def _bearer(self, request: web.Request):
+        """The identity of the request's token, None without a valid one; StateError when the
+        token store cannot be read (the collector's fault, not the agent's)."""
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return None
-        try:
-            return self.store.authenticate(token.strip())
-        except StateError as exc:
-            log.error("token store: %s", exc)
-            return None
+        return self.store.authenticate(token.strip())
 
     # ------------------------------------------------------------ enrollment
 
@@ -285,39 +352,19 @@ class Collector:
 
     # ------------------------------------------------------------ http_sd, metrics, health
 
-    def _basic_ok(self, request: web.Request) -> bool:
-        if not self._users:
-            return True
-        header = request.headers.get("Authorization", "")
-        if not header.startswith("Basic "):
-            return False
-        raw = header[6:].strip()
-        cached = self._auth_cache.get(raw)
-        if cached is not None:
-            return cached
-        try:
-            user, _, password = base64.b64decode(raw, validate=True).decode().partition(":")
-        except (ValueError, UnicodeDecodeError):
-            return False
-        hashed = self._users.get(user)
-        ok = False
-        if hashed is not None:
-            import bcrypt
-
-            try:
-                ok = bcrypt.checkpw(password.encode(), hashed)
-            except ValueError:
-                ok = False
-        if len(self._auth_cache) < 64:  # bcrypt is slow on purpose; remember recent answers
-            self._auth_cache[raw] = ok
-        return ok
+    async def _basic_ok(self, request: web.Request) -> bool:
+        header = request.headers.get("Authorization")
+        answer = self._auth.cached(header)
+        if answer is None:  # bcrypt: one worker thread of its own, never the event loop
+            answer = await asyncio.get_running_loop().run_in_executor(self._auth_pool, self._auth.check, header)
+        return answer
 
     def _unauthorized(self) -> web.Response:
         return web.Response(status=401, text="unauthorized\n",
                             headers={"WWW-Authenticate": 'Basic realm="commune-collector"'})
 
     async def http_sd(self, request: web.Request) -> web.Response:
-        if not self._basic_ok(request):
+        if not await self._basic_ok(request):
             return self._unauthorized()
         if not self.config.http_sd.enabled:
             return self._json(404, {"error": "http_sd is disabled on this collector"})
@@ -339,7 +386,7 @@ class Collector:
         return groups
 
     async def metrics(self, request: web.Request) -> web.Response:
-        if not self._basic_ok(request):
+        if not await self._basic_ok(request):
             return self._unauthorized()
         body = render(self.samples)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
@@ -348,6 +395,10 @@ class Collector:
         return web.Response(text="OK\n")
 
     async def ready(self, _request: web.Request) -> web.Response:
+        try:
+            self.store.refresh()
+        except StateError as exc:
+            return web.Response(status=503, text=f"token store unreadable: {exc}\n")
         if self.config.upstream_check_interval == 0 or self.forwarder.ready():
             return web.Response(text="OK\n")
         down = [c.name for c in self.forwarder.clients if not c.up]
@@ -402,8 +453,8 @@ class Collector:
         out.append(sample("commune_collector_samples_received_total", st.samples_received))
         for reason, n in sorted(st.dropped.items()):
             out.append(sample("commune_collector_samples_dropped_total", n, reason=reason))
-        for reason in ("unauthorized", "body_too_large", "malformed", "limits", "out_of_range",
-                       "upstream_rejected", "upstream_unavailable"):
+        for reason in ("unauthorized", "body_too_large", "body_timeout", "malformed", "limits", "out_of_range",
+                       "invalid", "upstream_rejected", "upstream_unavailable", "state_unreadable", "internal_error"):
             out.append(sample("commune_collector_rejected_requests_total", st.rejected.get(reason, 0),
                               reason=reason))
         for c in self.forwarder.clients:

@@ -9,8 +9,10 @@ How an upstream answer is classed (see :func:`classify`):
 - ``ok``: 2xx.
 - ``rejected``: 400 or 422, the receiver refuses the data itself (a sample older than its
   out-of-order window, a duplicate timestamp with a different value, an invalid series); also
-  Prometheus' 500 "too old sample".
-  Sending the same batch again can never succeed, so the agent is answered 400 and drops it.
+  Prometheus' 500 "too old sample". Prometheus refuses a whole request for one such sample, so
+  :meth:`Forwarder.deliver` isolates it: the request is split in halves, and halves again, down to
+  the series the receiver refuses (at most :data:`MAX_SPLIT_REQUESTS` more requests per write);
+  only those are dropped and counted, the rest is delivered.
 - ``unavailable``: no answer (refused, reset, timeout), 5xx, 429, and the 4xx that mean the
   collector is misconfigured rather than the data bad (401, 403, 404, 405, 413, ...). The agent is
   answered 503 and keeps the batch until the upstream or its configuration is fixed.
@@ -27,6 +29,7 @@ import aiohttp
 
 from agent.remote_write import HEADERS
 from collector.config import Upstream
+from collector.ingest import join
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,10 @@ REJECTED_CODES = (400, 422)
 # that can never succeed later, so it counts as a refusal of the data, not an outage.
 REJECTED_5XX_TEXTS = ("too old sample",)
 MAX_ERROR_TEXT = 300
+# Extra requests one upstream may be sent to isolate the series it refuses in one write: enough to
+# find a handful among thousands (each costs about 2 * log2(series)); beyond it the pieces still
+# refused are dropped as a whole.
+MAX_SPLIT_REQUESTS = 64
 
 
 class Outcome(NamedTuple):
@@ -53,6 +60,15 @@ def classify(status: int, text: str = "") -> str:
     if status >= 500 and any(t in text for t in REJECTED_5XX_TEXTS):
         return "rejected"
     return "unavailable"
+
+
+class Delivery(NamedTuple):
+    """What became of one write at one upstream."""
+
+    upstream: str
+    unavailable: Optional[Outcome]  # set when the upstream did not take it: the agent must retry
+    dropped: int                    # samples the upstream refused for themselves
+    refused: List[Outcome]          # its answers for those
 
 
 class UpstreamClient:
@@ -136,6 +152,34 @@ class Forwarder:
     async def forward(self, body: bytes, samples: int) -> List[Outcome]:
         assert self.session is not None, "Forwarder.start() was not awaited"
         return list(await asyncio.gather(*(c.send(self.session, body, samples) for c in self.clients)))
+
+    async def deliver(self, parts: List[bytes], counts: List[int]) -> List["Delivery"]:
+        """Send the series ``parts`` (fragments of one WriteRequest, ``counts`` samples each) to every
+        upstream; where one refuses the data, isolate and drop only what it refuses."""
+        assert self.session is not None, "Forwarder.start() was not awaited"
+        return list(await asyncio.gather(*(self._deliver(c, parts, counts) for c in self.clients)))
+
+    async def _deliver(self, client: "UpstreamClient", parts: List[bytes], counts: List[int]) -> "Delivery":
+        budget = MAX_SPLIT_REQUESTS
+        refused: List[Outcome] = []
+        dropped = 0
+        pending = [(0, len(parts))]  # ranges of parts still to deliver, in order
+        while pending:
+            lo, hi = pending.pop(0)
+            n = sum(counts[lo:hi])
+            outcome = await client.send(self.session, join(parts[lo:hi]), n)
+            if outcome.kind == "unavailable":
+                return Delivery(client.name, outcome, dropped, refused)
+            if outcome.kind == "ok":
+                continue
+            if hi - lo > 1 and budget >= 2:
+                budget -= 2
+                mid = (lo + hi) // 2
+                pending[:0] = [(lo, mid), (mid, hi)]
+                continue
+            dropped += n
+            refused.append(outcome)
+        return Delivery(client.name, None, dropped, refused)
 
     def ready(self) -> bool:
         return all(c.up for c in self.clients)

@@ -4,7 +4,7 @@ First :func:`collector.ingest.rewrite` (checks, limits, identity stamping, time 
 against a plain reference model built on :func:`agent.remote_write.decode`: it may only refuse with
 RemoteWriteError or LimitError, refuses exactly what the model refuses, and otherwise forwards
 what the model says. Then the real aiohttp server on loopback, forwarding to a real Prometheus,
-which may only answer 204, 400, 401, 413 or 415.
+which may only answer 200 (some series left out), 204, 400, 401, 413 or 415.
 """
 from __future__ import annotations
 
@@ -131,25 +131,55 @@ bodies = st.one_of(
 IDENTITY = ("commune", "agent")
 
 
-def model(body: bytes, limits, commune: str, agent: str, now_ms: int):
-    """The reference: decode everything to Python, check, filter, stamp; (series, total, old, ahead)."""
-    series = decode(body, limits.max_decoded_size)
-    if len(series) > limits.max_series_per_request:
-        raise LimitError(400, "series")
-    total = 0
-    for labels, samples in series:
-        total += len(samples)
-        if len([k for k in labels if k not in IDENTITY]) > limits.max_labels_per_series:
+def _model_series(raw_series, i: int, limits):
+    """One series as (labels, samples), or RemoteWriteError/LimitError if it can never be accepted."""
+    from google.protobuf.message import DecodeError
+
+    from agent.remote_write import _check_labels, message_classes
+
+    pairs = []
+    for raw in raw_series.labels:
+        lab = message_classes()["Label"]()
+        try:
+            lab.ParseFromString(raw)
+        except DecodeError as exc:
+            raise RemoteWriteError(f"bad label: {exc}") from None
+        pairs.append((lab.name, lab.value))
+    labels = dict(pairs)
+    if "__name__" in labels:
+        if len([k for k, _ in pairs if k not in IDENTITY]) > limits.max_labels_per_series:
             raise LimitError(400, "labels")
-        for name, value in labels.items():
+        for name, value in pairs:
             if len(name) > limits.max_label_name_length or len(value) > limits.max_label_value_length:
                 raise LimitError(400, "length")
+    _check_labels(pairs, i, limits=False)
+    samples = [(s.value, s.timestamp) for s in raw_series.samples]
+    if not samples or [t for _, t in samples] != sorted(t for _, t in samples):
+        raise RemoteWriteError("samples")
+    return labels, samples
+
+
+def model(body: bytes, limits, commune: str, agent: str, now_ms: int):
+    """The reference: decode to Python series by series, check, filter, stamp;
+    (series, total, old, ahead, invalid). A body that cannot be read, or a request over a
+    per-request limit, raises; a bad series is left out and its samples counted as invalid."""
+    from collector.ingest import parse
+
+    req = parse(body, limits.max_decoded_size)
+    if len(req.timeseries) > limits.max_series_per_request:
+        raise LimitError(413, "series")
+    total = sum(len(ts.samples) for ts in req.timeseries)
     if total > limits.max_samples_per_request:
-        raise LimitError(400, "samples")
+        raise LimitError(413, "samples")
     lo = now_ms - int(limits.max_sample_age * 1000)
     hi = now_ms + int(limits.max_clock_skew * 1000)
-    out, old, ahead = [], 0, 0
-    for labels, samples in series:
+    out, old, ahead, invalid = [], 0, 0, 0
+    for i, ts in enumerate(req.timeseries):
+        try:
+            labels, samples = _model_series(ts, i, limits)
+        except (RemoteWriteError, LimitError):
+            invalid += len(ts.samples)
+            continue
         old += sum(1 for _, t in samples if t < lo)
         ahead += sum(1 for _, t in samples if t > hi)
         kept = [(v, t) for v, t in samples if lo <= t <= hi]
@@ -157,7 +187,7 @@ def model(body: bytes, limits, commune: str, agent: str, now_ms: int):
             stamped = {k: v for k, v in labels.items() if k not in IDENTITY}
             stamped.update(commune=commune, agent=agent)
             out.append((stamped, kept))
-    return out, total, old, ahead
+    return out, total, old, ahead, invalid
 
 
 def same_values(a, b) -> bool:
@@ -177,8 +207,8 @@ def check_against_model(body: bytes):
         assert expected is None, f"refused what the model accepts: {exc}"
         return None
     assert expected is not None, "accepted what the model refuses"
-    series, total, old, ahead = expected
-    assert (got.samples, got.too_old, got.in_future) == (total, old, ahead)
+    series, total, old, ahead, invalid = expected
+    assert (got.samples, got.too_old, got.in_future, got.invalid) == (total, old, ahead, invalid)
     assert got.forwarded == sum(len(s) for _, s in series)
     forwarded = decode(got.body) if got.body else []
     assert [labels for labels, _ in forwarded] == [labels for labels, _ in series]
@@ -295,7 +325,7 @@ def test_server_never_answers_5xx(fuzz_server, caplog):
             headers["Authorization"] = "Bearer "
         status = client.post(body, headers)
         seen[status] = seen.get(status, 0) + 1
-        assert status in (204, 400, 401, 413, 415), status
+        assert status in (200, 204, 400, 401, 413, 415), status
         if auth != "good":
             assert status == 401
 
@@ -316,7 +346,7 @@ def test_server_never_answers_5xx(fuzz_server, caplog):
 def test_the_stamped_series_cache_is_bounded_and_stays_correct(monkeypatch):
     import collector.ingest as ingest
 
-    monkeypatch.setattr(ingest, "_SERIES_CACHE_MAX", 50)
+    monkeypatch.setattr(ingest, "SERIES_CACHE_BYTES", 50 * 400)
     now = int(time.time() * 1000)
     for r in range(8):
         agent = f"a{r % 3}"
@@ -324,5 +354,8 @@ def test_the_stamped_series_cache_is_bounded_and_stays_correct(monkeypatch):
         got = decode(rewrite(body, LIMITS, "c1", agent, now).body)
         assert [labels for labels, _ in got] == [
             {"__name__": f"m{r % 4}_{i}", "x": "y", "agent": agent, "commune": "c1"} for i in range(30)]
-        cached = sum(len(v) for k, v in ingest._series_checked.items() if k != "limits")
-        assert cached == ingest._cached <= 50
+        held = sum(ingest._ENTRY_OVERHEAD + len(v) + sum(len(r) + 40 for r in k)
+                   for key, cache in ingest._series_checked.items() if key != "limits" for k, v in cache.items())
+        held += sum(ingest._ENTRY_OVERHEAD + len(key[0]) + len(key[1]) for key in ingest._series_checked
+                    if key != "limits")
+        assert held == ingest.cache_bytes() <= 50 * 400

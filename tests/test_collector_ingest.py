@@ -72,8 +72,8 @@ def add_token(state_dir: Path, commune: str, agent: str, pull_address: str = "")
 
 
 def post(url: str, body: bytes, token: Optional[str] = None, headers: Optional[dict] = None,
-         context: Optional[ssl.SSLContext] = None) -> Tuple[int, str]:
-    """POST a body; returns (status, response text) for any status."""
+         context: Optional[ssl.SSLContext] = None, full: bool = False):
+    """POST a body; returns (status, response text) for any status, and the headers with ``full``."""
     h = dict(HEADERS)
     if token is not None:
         h["Authorization"] = f"Bearer {token}"
@@ -81,9 +81,10 @@ def post(url: str, body: bytes, token: Optional[str] = None, headers: Optional[d
     req = urllib.request.Request(url, data=body, headers=h, method="POST")
     try:
         with urllib.request.urlopen(req, timeout=30, context=context) as resp:
-            return resp.status, resp.read().decode()
+            out = resp.status, resp.read().decode(), dict(resp.headers)
     except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
+        out = exc.code, exc.read().decode(), dict(exc.headers)
+    return out if full else out[:2]
 
 
 def series(name: str, value: float, ts_ms: int, **labels: str):
@@ -242,7 +243,8 @@ def test_oversized_bodies_are_refused_with_413(tmp_path, prom):
     (b"\xff\xff\xff\xff\xff\xff", "malformed remote-write request: body is not snappy block format"),
     (b"hello, this is not snappy at all", "malformed remote-write request: body is not snappy block format"),
     (compress(b"\x0a\x05garbage-not-protobuf"), "malformed remote-write request: body is not a protobuf WriteRequest"),
-    (compress(serialize([]) + b"\x0a\x02\x0a\x00"), "malformed remote-write request: series 0: no __name__ label"),
+    (compress(serialize([]) + b"\x0a\x02\x0a\x00"),
+     "none of the 0 samples can be accepted, retrying cannot help: series 0: no __name__ label"),
 ])
 def test_garbage_bodies_are_refused_with_400(collector, body, message):
     url, state, _prom, proc = collector
@@ -263,34 +265,54 @@ def test_content_encoding_other_than_snappy_is_refused(collector):
     assert (status, text.strip()) == (415, "Content-Encoding must be snappy, got 'gzip'")
 
 
-def test_series_and_label_limits_answer_400_with_a_clear_message(tmp_path, prom):
+def test_request_limits_answer_413_and_series_limits_drop_only_that_series(tmp_path, prom):
     limits = {"max_series_per_request": 3, "max_samples_per_request": 5, "max_labels_per_series": 4,
               "max_label_name_length": 16, "max_label_value_length": 20}
     proc, url, state = start_collector(tmp_path, [prom + "/api/v1/write"], extra={"limits": limits})
     try:
         token = add_token(state, "c1", "a1")
         ts = now_ms()
-        cases = [
+        # over a per-request limit: 413, the agent sends it again split
+        for payload, message in [
             ([series(f"m{i}", 1, ts) for i in range(4)],
              "4 series in one request, over limits.max_series_per_request (3); send smaller batches"),
             ([({"__name__": "m"}, [(1.0, ts + i) for i in range(6)])],
              "6 samples in one request, over limits.max_samples_per_request (5); send smaller batches"),
-            ([series("m", 1, ts, a="1", b="2", c="3", d="4")],
+        ]:
+            status, text = post(url + "/api/v1/write", encode(payload), token)
+            assert (status, text.strip()) == (413, message)
+        # a series over a per-series limit can never be accepted: alone, 400 with the reason ...
+        cases = [
+            (series("m", 1, ts, a="1", b="2", c="3", d="4"),
              "series 0 (m): 5 labels, over limits.max_labels_per_series (4)"),
-            ([series("m", 1, ts, a_very_long_label_name="x")],
+            (series("m", 1, ts, a_very_long_label_name="x"),
              "series 0 (m): label name 'a_very_long_label_name'... is 22 characters, over "
              "limits.max_label_name_length (16)"),
-            ([series("m", 1, ts, a="v" * 21)],
+            (series("m", 1, ts, a="v" * 21),
              "series 0 (m): value of label 'a' is 21 characters, over limits.max_label_value_length (20)"),
         ]
-        for payload, message in cases:
-            status, text = post(url + "/api/v1/write", encode(payload), token)
-            assert (status, text.strip()) == (400, message)
+        for bad, message in cases:
+            status, text = post(url + "/api/v1/write", encode([bad]), token)
+            assert (status, text.strip()) == (400, "none of the 1 samples can be accepted, retrying cannot help: "
+                                                   + message)
+        # ... and beside good series only it is left out: 200, the count in a header, the rest forwarded
+        bad = series("limit_bad", 1, ts, a="v" * 21)
+        good = [series("limit_good", 1, ts, i=str(i)) for i in range(2)]
+        status, text, headers = post(url + "/api/v1/write", encode([good[0], bad, good[1]]), token, full=True)
+        assert status == 200 and headers["X-Commune-Dropped-Samples"] == "1", (status, text)
+        assert text.strip() == ("accepted 2 of 3 samples; dropped 1: series 1 (limit_bad): value of label 'a' is "
+                                "21 characters, over limits.max_label_value_length (20)")
+        got = wait_until(lambda: (lambda r: r if len(r) == 2 else None)(prom_query(prom, "limit_good")),
+                         what="both good series")
+        assert sorted(r["metric"]["i"] for r in got) == ["0", "1"]
+        assert prom_query(prom, "limit_bad") == []
         # at the limits exactly: accepted (commune and agent sent by the agent do not count)
         ok = [series("limit_ok", 1, ts, a="1", b="2", commune="x", agent="y", c="v" * 20)]
         assert post(url + "/api/v1/write", encode(ok), token)[0] == 204
-        assert metric_value(collector_metrics(url), "commune_collector_rejected_requests_total",
-                            reason="limits") == 5
+        metrics = collector_metrics(url)
+        assert metric_value(metrics, "commune_collector_rejected_requests_total", reason="limits") == 2
+        assert metric_value(metrics, "commune_collector_rejected_requests_total", reason="invalid") == 3
+        assert metric_value(metrics, "commune_collector_samples_dropped_total", reason="invalid") == 4
     finally:
         proc.stop()
 
@@ -302,14 +324,15 @@ def test_samples_outside_the_time_range_are_dropped_and_counted(collector):
     year_2000 = 946684800000
     mixed = encode([({"__name__": "clock_metric"}, [(1.0, year_2000), (2.0, ts)]),
                     ({"__name__": "clock_future"}, [(3.0, ts + 3_600_000)])])
-    assert post(url + "/api/v1/write", mixed, token)[0] == 204
+    status, text, headers = post(url + "/api/v1/write", mixed, token, full=True)
+    assert (status, headers["X-Commune-Dropped-Samples"]) == (200, "2"), text
     got = wait_until(lambda: prom_query(prom, "clock_metric"), what="clock_metric")
     assert float(got[0]["value"][1]) == 2.0
     assert prom_query(prom, "clock_future", time_s=ts / 1000 + 3600) == []
     status, text = post(url + "/api/v1/write", encode([series("clock_metric", 5, year_2000)]), token)
-    assert (status, text.strip()) == (400, "all 1 samples are outside the accepted time range (older than "
-                                           "limits.max_sample_age 7d: 1, ahead of the collector's clock by more "
-                                           "than limits.max_clock_skew 10m: 0); is the agent's clock right?")
+    assert (status, text.strip()) == (400, "none of the 1 samples can be accepted, retrying cannot help: older "
+                                           "than limits.max_sample_age 7d: 1, ahead of the collector's clock by "
+                                           "more than limits.max_clock_skew 10m: 0 (is the agent's clock right?)")
     metrics = collector_metrics(url)
     assert metric_value(metrics, "commune_collector_samples_dropped_total", reason="too_old") == 2
     assert metric_value(metrics, "commune_collector_samples_dropped_total", reason="in_future") == 1
@@ -407,19 +430,33 @@ def test_503_when_the_only_upstream_is_down(tmp_path, dead_upstream):
         proc.stop()
 
 
-def test_upstream_refusing_the_data_answers_400_so_the_agent_drops_it(tmp_path):
+def test_upstream_refusing_one_sample_loses_only_that_series(tmp_path):
     prom_proc, prom = start_prometheus(tmp_path / "prom", ooo_window="0s")
     proc, url, state = start_collector(tmp_path, [prom + "/api/v1/write"])
     try:
         token = add_token(state, "c1", "a1")
         ts = now_ms()
         assert post(url + "/api/v1/write", encode([series("ooo_metric", 1, ts)]), token)[0] == 204
+        # alone, the refused sample is the whole request: 400, retrying cannot help
         status, text = post(url + "/api/v1/write", encode([series("ooo_metric", 2, ts - 60000)]), token)
         assert status == 400
-        assert text.startswith(f"upstream refused the data, retrying cannot help: {prom.split('//')[1]}: 400 ")
+        assert text.startswith(f"none of the 1 samples can be accepted, retrying cannot help: upstream "
+                               f"{prom.split('//')[1]} refused 1 samples: 400 "), text
         assert "out of order" in text
-        assert metric_value(collector_metrics(url), "commune_collector_rejected_requests_total",
-                            reason="upstream_rejected") == 1
+        # Prometheus refuses the whole request for that one sample; the collector isolates it and
+        # forwards the 100 others
+        batch = [series("ooo_good", i, ts, i=str(i)) for i in range(60)] + [series("ooo_metric", 3, ts - 30000)] + \
+                [series("ooo_good", i, ts, i=str(i)) for i in range(60, 100)]
+        status, text, headers = post(url + "/api/v1/write", encode(batch), token, full=True)
+        assert (status, headers["X-Commune-Dropped-Samples"]) == (200, "1"), text
+        assert wait_until(lambda: prom_query(prom, "count(ooo_good)"), what="ooo_good")[0]["value"][1] == "100"
+        metrics = collector_metrics(url)
+        assert metric_value(metrics, "commune_collector_rejected_requests_total", reason="upstream_rejected") == 1
+        assert metric_value(metrics, "commune_collector_samples_dropped_total", reason="upstream_rejected") == 2
+        # refused: the lone sample, the batch, then one half of each halving down to one series of 101
+        refusals = metric_value(metrics, "commune_collector_upstream_requests_total", upstream=prom.split("//")[1],
+                                code="400")
+        assert 2 + 6 <= refusals <= 2 + 7, refusals
     finally:
         proc.stop()
         prom_proc.stop()
