@@ -66,6 +66,9 @@ class Config:
     url: str = ""
     # Token sent as "Authorization: Bearer"; empty: the token file written by enrollment.
     bearer_token: Secret = Secret("")
+    # Without a token nothing is pushed (the data waits in the queue until enrollment). false:
+    # push without one, to a receiver that needs none (e.g. Prometheus itself on a trusted LAN).
+    require_token: bool = True
     # Default: <agent.state_dir>/push.token (written by "commune-agent enroll").
     token_file: str = ""
     # CA certificate(s) to verify the collector with, instead of the system store.
@@ -133,7 +136,7 @@ class Push:
         self.shipper = Shipper(self.queue, self.client,
                                TokenSource(section.bearer_token.reveal(), token_path(section, state_dir)),
                                section.max_samples_per_request, section.min_backoff, section.max_backoff,
-                               clock, batch_delay=section.batch_delay)
+                               clock, batch_delay=section.batch_delay, require_token=section.require_token)
         self._pending: collections.deque = collections.deque()
         self._overflow = 0  # samples refused because the writer fell MAX_PENDING batches behind
         self._overflow_lock = threading.Lock()

@@ -113,6 +113,7 @@ class Queue:
         self._bytes = self._samples = self._batches = 0
         self._oldest: Optional[int] = None
         self._after: List[Callable[[], None]] = []
+        self._acked: set = set()  # delivered, but the delete was refused (full disk)
         with self._lock:
             self._open()
 
@@ -124,6 +125,7 @@ class Queue:
             self._connect()
         except (sqlite3.DatabaseError, _Corrupt) as exc:
             if isinstance(exc, _Corrupt) or _is_corrupt(exc):
+                self._samples = self._count_what_is_readable()
                 self._set_aside(str(exc))
                 self._connect()
             elif _is_full(exc):
@@ -166,6 +168,19 @@ class Queue:
             log.info("push queue %s: %d batches (%d samples) waiting from before the restart",
                      self.path, n, samples)
 
+    def _count_what_is_readable(self) -> int:
+        """The samples a damaged file still says it holds (0 if it cannot say): counted as lost."""
+        try:
+            conn = sqlite3.connect(f"file:{self.path}?immutable=1", uri=True, timeout=1)  # no -shm/-wal made
+        except sqlite3.Error:
+            return 0
+        try:
+            return int(conn.execute("SELECT COALESCE(SUM(samples), 0) FROM batches").fetchone()[0])
+        except (sqlite3.Error, TypeError, ValueError):
+            return 0
+        finally:
+            conn.close()
+
     def _set_aside(self, why: str) -> None:
         self._close_conn()
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self.clock()))
@@ -180,8 +195,9 @@ class Queue:
         self.corrupt_files += 1
         if self._samples:
             self.dropped["corrupt"] += self._samples
-        log.error("push queue %s is corrupt (%s); set aside as %s, starting a fresh queue (%d samples lost)",
-                  self.path, why, target, self._samples)
+        log.error("push queue %s is corrupt (%s); set aside as %s, starting a fresh queue (%s)", self.path, why,
+                  target, f"{self._samples} samples lost" if self._samples else "what it held cannot be counted")
+        self._acked.clear()
         self._bytes = self._samples = self._batches = 0
         self._oldest = None
 
@@ -325,32 +341,38 @@ class Queue:
 
     # ------------------------------------------------------------ the shipper's side
 
-    def take(self, max_samples: int, newest: bool = False) -> Optional[Taken]:
-        """The oldest (or newest) batches adding up to about ``max_samples`` (at least one batch),
-        without removing them; :meth:`ack` or :meth:`drop` them after the send. Payloads failing
-        their CRC are dropped here (``corrupt``)."""
+    def take(self, max_samples: int, newest: bool = False, max_batches: Optional[int] = None) -> Optional[Taken]:
+        """The oldest (or newest) batches adding up to about ``max_samples`` (at least one batch,
+        at most ``max_batches``), without removing them; :meth:`ack` or :meth:`drop` them after the
+        send. Payloads failing their CRC are dropped here (``corrupt``). Batches acknowledged but
+        not yet deleted (a full disk) are never handed out again."""
         with self._lock:
-            if not self._batches:
+            self._retry_acks()
+            if self._batches <= len(self._acked):
                 return None
             try:
-                return self._run(self._take, max_samples, newest)
+                return self._run(self._take, max_samples, newest, max_batches)
             except sqlite3.DatabaseError as exc:
                 if _is_corrupt(exc) or _is_full(exc):
                     return None
                 raise
 
-    def _take(self, conn: sqlite3.Connection, max_samples: int, newest: bool) -> Optional[Taken]:
+    def _take(self, conn: sqlite3.Connection, max_samples: int, newest: bool,
+              max_batches: Optional[int]) -> Optional[Taken]:
         order = "DESC" if newest else "ASC"
         ids: List[int] = []
         payloads: List[bytes] = []
         total = 0
         bad = []
         for rid, n, crc, payload in conn.execute(
-                f"SELECT id, samples, crc, payload FROM batches ORDER BY id {order} LIMIT 1000"):
+                f"SELECT id, samples, crc, payload FROM batches ORDER BY id {order} LIMIT ?",
+                (1000 + len(self._acked),)):
+            if rid in self._acked:
+                continue
             if zlib.crc32(payload) != crc:
                 bad.append((rid, n, len(payload)))
                 continue
-            if ids and total + n > max_samples:
+            if ids and (total + n > max_samples or max_batches is not None and len(ids) >= max_batches):
                 break
             ids.append(rid)
             payloads.append(bytes(payload))
@@ -366,9 +388,19 @@ class Queue:
         return Taken(ids, payloads, total) if ids else None
 
     def ack(self, ids: List[int]) -> bool:
-        """The receiver has these batches: delete them. False if the disk refused the delete
-        (they will be sent again: at-least-once)."""
-        return self._remove(ids, None)
+        """The receiver has these batches: delete them. If the disk refuses the delete (False),
+        they are remembered and never handed out again by :meth:`take`; the delete is retried
+        later (after a restart they are sent once more: at-least-once)."""
+        with self._lock:
+            self._retry_acks()
+            if self._remove(ids, None):
+                return True
+            self._acked.update(ids)
+            return False
+
+    def _retry_acks(self) -> None:
+        if self._acked and self._remove(sorted(self._acked), None):
+            self._acked.clear()
 
     def drop(self, ids: List[int], reason: str) -> None:
         """Give these batches up, counting their samples under ``reason``."""

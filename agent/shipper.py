@@ -5,11 +5,27 @@ thread: the event loop never blocks on the network). Each request joins whole qu
 to ``max_samples_per_request`` samples (queued payloads are protobuf ``WriteRequest`` fragments, so
 joining is concatenation).
 
-- **2xx**: the batches are deleted from the queue.
-- **5xx, 429, 408, network and TLS errors**: kept and retried after an exponential backoff with
-  jitter (``min_backoff`` doubling to ``max_backoff``); a ``Retry-After`` header is honoured.
-- **Any other status** (4xx, and anything unexpected like a redirect): logged with the answer's
-  first line, the batches are dropped and counted (``rejected``); retrying cannot help.
+What each answer means (the contract with the collector, collector/README.md: data is deleted only
+when it is its own fault):
+
+- **2xx**: the batches are deleted from the queue. A 200 may say, in ``X-Commune-Dropped-Samples``,
+  how many samples the collector left out because they can never be accepted: counted as dropped
+  (``rejected``).
+- **400, 413, 422**: the data itself is refused. A request of several batches is split (half the
+  batches, then half again) and sent again, so that only the batch at fault is dropped and
+  counted (``rejected``); the request size grows back after successes.
+- **408, 429, 5xx, network and TLS errors**: kept and retried after an exponential backoff with
+  jitter (``min_backoff`` doubling to ``max_backoff``); a ``Retry-After`` header is honoured but
+  never waits less than ``min_backoff``.
+- **401, 403** (``unauthorized``) and **404, 3xx and any other status** (``misconfigured``): a
+  credential or address an operator must fix. The data is kept (within the queue's bounds),
+  logged once, retried every ``max_backoff``.
+- **No token** (neither ``bearer_token`` nor the enrollment token file): nothing is sent until
+  there is one (``require_token: false`` pushes without, to a receiver that needs none).
+
+Delays are waited on the monotonic clock: a wall-clock jump either way changes no wait. Fresh
+samples wait at most ``batch_delay`` (also when the clock was set back), and new data wakes the
+shipper so a request that has filled goes at once.
 
 Backlog replay: requests go out back to back while the queue has data, alternating between the
 newest batches and the oldest ones, so fresh data is never stuck behind hours of backlog and the
@@ -42,7 +58,10 @@ from agent import remote_write
 
 log = logging.getLogger(__name__)
 
-FAIL_REASONS = ("server_error", "throttled", "network", "rejected")
+FAIL_REASONS = ("server_error", "throttled", "network", "timeout", "rejected", "unauthorized", "misconfigured")
+DROPPED_HEADER = "x-commune-dropped-samples"  # the collector's count of samples left out of a 200
+REFUSED = (400, 413, 422)  # the data itself refused: split, and drop only the batch at fault
+MAX_RETRY_AFTER = 3600.0
 USER_AGENT = f"commune-agent/{__version__}"
 
 
@@ -207,33 +226,63 @@ class TokenSource:
 class Shipper:
     def __init__(self, queue, client: HttpClient, tokens: TokenSource, max_samples: int = 2000,
                  min_backoff: float = 1.0, max_backoff: float = 60.0, clock: Callable[[], float] = time.time,
-                 rand: Callable[[], float] = random.random, batch_delay: float = 0.0):
+                 rand: Callable[[], float] = random.random, batch_delay: float = 0.0, require_token: bool = True,
+                 monotonic: Callable[[], float] = time.monotonic):
         self.queue = queue
         self.batch_delay = batch_delay
         self.client = client
         self.tokens = tokens
+        self.require_token = require_token
         self.max_samples = max_samples
         self.backoff = Backoff(min_backoff, max_backoff, rand)
         self.clock = clock
+        self.monotonic = monotonic
         self.sent_batches = 0
         self.sent_samples = 0
         self.failed: Counter = Counter({r: 0 for r in FAIL_REASONS})
         self.last_success: Optional[float] = None
+        self.wake_on_data = False  # the last delay was the batch delay: new data may end it
         self._newest_turn = True
+        self._max_batches: Optional[int] = None  # set while isolating a refused batch
+        self._fresh_since: Optional[float] = None  # monotonic time fresh data started to wait
+        self._complaint: Optional[str] = None  # the problem last logged, so it is logged once
 
     # ------------------------------------------------------------ one step (blocking; a thread)
+
+    def _batch_due(self) -> float:
+        """Seconds fresh samples still wait for the batch delay (<= 0: send now)."""
+        stats = self.queue.stats()
+        if not stats.batches or stats.samples >= self.max_samples or stats.oldest_timestamp_ms is None:
+            return 0.0
+        now = self.monotonic()
+        if self._fresh_since is None:
+            self._fresh_since = now
+        by_stamp = stats.oldest_timestamp_ms / 1000 + self.batch_delay - self.clock()  # a backlog: now
+        return min(by_stamp, self._fresh_since + self.batch_delay - now)  # never more than batch_delay
+
+    def _complain(self, key: str, level: int, message: str, *args) -> None:
+        if key != self._complaint:
+            log.log(level, message, *args)
+            self._complaint = key
 
     def ship_once(self) -> Optional[float]:
         """Send one request from the queue. Returns None if the queue is empty, 0 to go on at
         once, or the seconds to wait before the next try (a back-off, or the batch delay of
-        fresh samples that do not fill a request yet)."""
+        fresh samples that do not fill a request yet: then :attr:`wake_on_data` is set)."""
+        self.wake_on_data = False
         if self.batch_delay > 0:
-            stats = self.queue.stats()
-            if stats.batches and stats.samples < self.max_samples and stats.oldest_timestamp_ms is not None:
-                due = stats.oldest_timestamp_ms / 1000 + self.batch_delay - self.clock()
-                if due > 0:
-                    return due
-        taken = self.queue.take(self.max_samples, newest=self._newest_turn)
+            due = self._batch_due()
+            if due > 0:
+                self.wake_on_data = True
+                return due
+        token = self.tokens.get()
+        if not token and self.require_token:
+            if self.queue.stats().batches:
+                self._complain("no-token", logging.WARNING, "push to %s: no token yet (enroll this agent: "
+                               "commune-agent enroll); data is kept until there is one", self.client.url)
+                return self.backoff.maximum
+            return None
+        taken = self.queue.take(self.max_samples, newest=self._newest_turn, max_batches=self._max_batches)
         if taken is None:
             return None
         parts = []
@@ -246,7 +295,6 @@ class Shipper:
                 return 0.0
         body = remote_write.compress(b"".join(parts))
         headers = dict(remote_write.HEADERS)
-        token = self.tokens.get()
         if token:
             headers["Authorization"] = f"Bearer {token}"
         try:
@@ -257,30 +305,66 @@ class Shipper:
             log.warning("push to %s failed: %s; retrying in %.1fs", self.client.url,
                         exc or type(exc).__name__, delay)
             return delay
-        if 200 <= resp.status < 300:
-            self.sent_batches += len(taken.ids)
-            self.sent_samples += taken.samples
-            self.last_success = self.clock()
-            self._newest_turn = not self._newest_turn
-            if not self.queue.ack(taken.ids):  # full disk: do not resend the same batches in a loop
-                return self.backoff.next()
-            self.backoff.reset()
-            return 0.0
         detail = resp.body[:300].decode("utf-8", "replace").strip().splitlines()
         detail = detail[0] if detail else ""
-        if resp.status >= 500 or resp.status in (429, 408) or resp.status < 200:
-            self.failed["throttled" if resp.status == 429 else "server_error"] += 1
+        if 200 <= resp.status < 300:
+            return self._delivered(taken, resp, detail)
+        if resp.status in REFUSED:
+            return self._refused(taken, resp.status, detail)
+        if resp.status >= 500 or resp.status in (429, 408):
+            self.failed["throttled" if resp.status == 429 else "timeout" if resp.status == 408
+                        else "server_error"] += 1
             delay = self.backoff.next()
             after = retry_after_seconds(resp.headers.get("retry-after"), self.clock())
             if after is not None:
-                delay = min(max(after, 0.0), 3600.0)
+                delay = max(delay, self.backoff.minimum, min(after, MAX_RETRY_AFTER))
             log.warning("push to %s: HTTP %d %s; retrying in %.1fs", self.client.url, resp.status,
                         detail, delay)
             return delay
+        reason = "unauthorized" if resp.status in (401, 403) else "misconfigured"
+        self.failed[reason] += 1
+        what = ("the collector does not accept this agent's token (re-enroll it: commune-agent enroll)"
+                if reason == "unauthorized" else "check push.url")
+        self._complain(f"{reason}-{resp.status}", logging.ERROR,
+                       "push to %s: HTTP %d %s; %s; the data is kept and retried every %gs", self.client.url,
+                       resp.status, detail, what, self.backoff.maximum)
+        return self.backoff.maximum
+
+    def _delivered(self, taken, resp: Response, detail: str) -> float:
+        try:
+            left_out = min(taken.samples, max(0, int(resp.headers.get(DROPPED_HEADER, "0"))))
+        except ValueError:
+            left_out = 0
+        if left_out:
+            self.queue.count_drop("rejected", left_out)
+            log.warning("push to %s: the collector left out %d samples it can never accept: %s",
+                        self.client.url, left_out, detail)
+        self.sent_batches += len(taken.ids)
+        self.sent_samples += taken.samples - left_out
+        self.last_success = self.clock()
+        self._newest_turn = not self._newest_turn
+        self._fresh_since = None
+        if self._max_batches is not None:  # isolating a refused batch: grow back
+            self._max_batches *= 2
+            if self._max_batches >= 1024:
+                self._max_batches = None
+        if self._complaint is not None:
+            log.info("push to %s works again", self.client.url)
+            self._complaint = None
+        self.queue.ack(taken.ids)  # if the disk refuses the delete, the queue never hands them out again
+        self.backoff.reset()
+        return 0.0
+
+    def _refused(self, taken, status: int, detail: str) -> float:
         self.failed["rejected"] += 1
+        if len(taken.ids) > 1:  # which batch is at fault? send half as many, and again
+            self._max_batches = len(taken.ids) // 2
+            log.warning("push to %s: HTTP %d %s; sending the %d batches in smaller requests to find the one "
+                        "at fault", self.client.url, status, detail, len(taken.ids))
+            return 0.0
         self.queue.drop(taken.ids, "rejected")
-        log.error("push to %s: HTTP %d %s; dropped %d samples (%d batches), not retried",
-                  self.client.url, resp.status, detail, taken.samples, len(taken.ids))
+        log.error("push to %s: HTTP %d %s; dropped %d samples (1 batch): the collector can never accept them",
+                  self.client.url, status, detail, taken.samples)
         return 0.0
 
     # ------------------------------------------------------------ the loop
@@ -305,11 +389,12 @@ class Shipper:
                     delay = self.backoff.next()
                 if delay == 0.0:
                     continue
-                if delay is None:  # empty: wait for new data
+                if delay is None or self.wake_on_data:  # wait for new data (at most the delay)
                     waiter = asyncio.ensure_future(appended.wait())
-                    await asyncio.wait({waiter, stopper}, timeout=5.0, return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait({waiter, stopper}, timeout=5.0 if delay is None else delay,
+                                       return_when=asyncio.FIRST_COMPLETED)
                     waiter.cancel()
-                else:
+                else:  # a back-off: new data does not end it
                     await asyncio.wait({stopper}, timeout=delay)
         finally:
             stopper.cancel()

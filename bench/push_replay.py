@@ -68,7 +68,8 @@ def main() -> int:
                   f"{args.interval:g}s): {n / fill_s:.0f} appends/s, {fill_cpu / n * 1000:.2f} ms CPU each; "
                   f"payload {st.bytes / 1e6:.1f} MB, SQLite files {file_bytes / 1e6:.1f} MB")
 
-            sh = Shipper(q, HttpClient(url + "/api/v1/write"), TokenSource(), args.max_samples_per_request)
+            sh = Shipper(q, HttpClient(url + "/api/v1/write"), TokenSource(), args.max_samples_per_request,
+                         require_token=False)  # straight to Prometheus, which needs none
             t0, c0 = time.perf_counter(), cpu()
             requests = 0
             while sh.ship_once() == 0.0:

@@ -35,7 +35,7 @@ def agent_config(tmp: Path, url: str, state_dir: Optional[Path] = None, **push) 
         "host": {"interval": "1s", "timeout": "1s"},
         **QUIET,
         "push": {"enabled": True, "url": url, "interval": "1s", "batch_delay": "0s", "min_backoff": "200ms", "max_backoff": "1s",
-                 "timeout": "5s", **push},
+                 "timeout": "5s", "require_token": "bearer_token" in push, **push},
     }
     path = tmp / f"agent-{uuid.uuid4().hex[:6]}.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -222,7 +222,8 @@ def test_component_queues_ships_and_reports(tmp_path):
     rec = Recorder()
     path = tmp_path / "a.yaml"
     path.write_text(yaml.safe_dump({"agent": {"state_dir": str(tmp_path / "state")},
-                                    "push": {"enabled": True, "url": rec.url, "max_samples_per_request": 2}}))
+                                    "push": {"enabled": True, "url": rec.url, "max_samples_per_request": 2,
+                                             "require_token": False}}))
     cfg = load_config(str(path))
     push = component(cfg)
     try:

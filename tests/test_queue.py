@@ -154,6 +154,23 @@ def test_a_file_that_is_not_a_database_is_set_aside(tmp_path, caplog):
     assert timestamps(q) == [1000]
 
 
+def test_a_queue_set_aside_at_open_counts_the_samples_it_held(tmp_path, caplog):
+    path = tmp_path / "q.db"
+    q = Queue(path)
+    q.append([entry(i * 1000, n=7) for i in range(1, 11)])
+    q.close()
+    import sqlite3
+
+    conn = sqlite3.connect(path)  # a queue this version cannot read: set aside at open
+    conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema'")
+    conn.commit()
+    conn.close()
+    q = Queue(path)
+    assert q.corrupt_files == 1 and q.dropped["corrupt"] == 70
+    assert "(70 samples lost)" in caplog.text
+    assert len([p for p in _corrupt_files(tmp_path) if not p.endswith(("-wal", "-shm"))]) == 1
+
+
 def test_damaged_pages_are_detected_and_set_aside(tmp_path):
     path = tmp_path / "q.db"
     q = Queue(path)

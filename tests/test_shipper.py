@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import http.server
+import logging
 import ssl
 import subprocess
 import threading
@@ -28,6 +29,7 @@ class Recorder:
     def __init__(self, tls: Optional[ssl.SSLContext] = None):
         self.requests: List[dict] = []
         self.script: List[tuple] = []  # (status, headers) answered in turn; then 204
+        self.refuse = None  # or a function of the decoded body: True answers 400
         self.hang = threading.Event()
         self.release = threading.Event()
         self.connections = set()
@@ -46,6 +48,8 @@ class Recorder:
                 if rec.hang.is_set():
                     rec.release.wait(30)
                 status, headers = rec.script.pop(0) if rec.script else (204, {})
+                if rec.refuse is not None and rec.refuse(remote_write.decode(body)):
+                    status, headers = 400, {}
                 text = b"" if status == 204 else f"answer {status}\n".encode()
                 self.send_response(status)
                 for k, v in headers.items():
@@ -92,6 +96,7 @@ def fill(q: Queue, *timestamps: int, n: int = 3, name: str = "x") -> None:
 def make(tmp_path, url, **kw) -> Shipper:
     q = Queue(tmp_path / "q.db")
     tokens = kw.pop("tokens", TokenSource())
+    kw.setdefault("require_token", False)
     client = HttpClient(url, timeout=kw.pop("timeout", 5), ca_file=kw.pop("ca_file", ""),
                         pin_sha256=kw.pop("pin_sha256", ""))
     return Shipper(q, client, tokens, rand=lambda: 0.5, **kw)
@@ -141,18 +146,120 @@ def test_retries_500_and_429_with_backoff_honouring_retry_after(tmp_path, record
     assert sh.backoff.attempt == 0
 
 
-@pytest.mark.parametrize("status", [400, 401, 403, 404, 413])
-def test_other_4xx_are_dropped_counted_and_never_retried(tmp_path, recorder, status, caplog):
+@pytest.mark.parametrize("status", [400, 413, 422])
+def test_a_refused_batch_alone_is_dropped_counted_and_never_retried(tmp_path, recorder, status, caplog):
     sh = make(tmp_path, recorder.url)
     fill(sh.queue, 1000, n=4)
-    fill(sh.queue, 2000, n=2)
     recorder.script = [(status, {})]
     assert sh.ship_once() == 0.0
     assert len(recorder.requests) == 1
     assert sh.queue.stats().batches == 0
-    assert sh.queue.dropped["rejected"] == 6 and sh.failed["rejected"] == 1
-    assert f"HTTP {status} answer {status}" in caplog.text and "dropped 6 samples" in caplog.text
+    assert sh.queue.dropped["rejected"] == 4 and sh.failed["rejected"] == 1
+    assert f"HTTP {status} answer {status}" in caplog.text and "dropped 4 samples (1 batch)" in caplog.text
     assert sh.ship_once() is None and len(recorder.requests) == 1
+
+
+def test_a_refused_request_is_split_until_only_the_bad_batch_is_dropped(tmp_path, recorder):
+    sh = make(tmp_path, recorder.url, max_samples=1000)
+    fill(sh.queue, *[t * 1000 for t in range(1, 13)], n=3)   # 12 good batches
+    fill(sh.queue, 13_000, n=3, name="poison")                # the 13th is refused wherever it goes
+    fill(sh.queue, *[t * 1000 for t in range(14, 21)], n=3)   # 7 more good ones
+    recorder.refuse = lambda series: any(labels["__name__"] == "poison" for labels, _ in series)
+    for _ in range(40):
+        if sh.ship_once() is None:
+            break
+    assert sh.queue.stats().batches == 0
+    assert sh.queue.dropped["rejected"] == 3  # the poison batch, nothing else
+    delivered = sorted(t for i, r in enumerate(recorder.requests) if not recorder.refuse(recorder.decoded(i))
+                       for t in timestamps_sent(recorder, i))
+    assert delivered == [t * 1000 for t in range(1, 21) if t != 13]
+    assert sh.sent_samples == 57 and sh.failed["rejected"] >= 2
+    assert len(recorder.requests) <= 2 * 5 + 4  # halvings of 20 batches, then growing back
+
+
+def test_200_with_samples_left_out_counts_them_and_keeps_nothing(tmp_path, recorder, caplog):
+    sh = make(tmp_path, recorder.url)
+    fill(sh.queue, 1000, n=5)
+    recorder.script = [(200, {"X-Commune-Dropped-Samples": "2"})]
+    assert sh.ship_once() == 0.0
+    assert sh.queue.stats().batches == 0
+    assert sh.queue.dropped["rejected"] == 2 and sh.sent_samples == 3
+    assert "left out 2 samples" in caplog.text
+
+
+@pytest.mark.parametrize("status,reason", [(401, "unauthorized"), (403, "unauthorized"), (404, "misconfigured"),
+                                           (301, "misconfigured"), (307, "misconfigured"), (405, "misconfigured"),
+                                           (415, "misconfigured")])
+def test_credential_and_address_problems_keep_the_data_and_retry_slowly(tmp_path, recorder, status, reason, caplog):
+    caplog.set_level(logging.INFO, logger="agent.shipper")
+    sh = make(tmp_path, recorder.url, min_backoff=1.0, max_backoff=30.0)
+    fill(sh.queue, 1000, n=4)
+    recorder.script = [(status, {"Location": "http://127.0.0.1:1/elsewhere"})] * 5
+    assert [sh.ship_once() for _ in range(5)] == [30.0] * 5
+    assert sh.queue.stats().batches == 1 and sh.queue.dropped["rejected"] == 0
+    assert sh.failed[reason] == 5
+    assert caplog.text.count(f"HTTP {status}") == 1  # logged once, not every retry
+    assert sh.ship_once() == 0.0  # fixed: delivered
+    assert sh.queue.stats().batches == 0 and "works again" in caplog.text
+
+
+def test_without_a_token_nothing_is_pushed_and_the_data_is_kept(tmp_path, recorder, caplog):
+    token_file = tmp_path / "push.token"
+    sh = make(tmp_path, recorder.url, tokens=TokenSource("", str(token_file)), require_token=True, max_backoff=20.0)
+    assert sh.ship_once() is None  # empty queue: nothing to say
+    fill(sh.queue, 1000)
+    assert sh.ship_once() == 20.0 and sh.ship_once() == 20.0
+    assert recorder.requests == [] and sh.queue.stats().batches == 1
+    assert caplog.text.count("no token yet") == 1
+    token_file.write_text("tok-1\n")
+    assert sh.ship_once() == 0.0
+    assert recorder.requests[0]["headers"]["Authorization"] == "Bearer tok-1"
+
+
+def test_408_is_retried_and_retry_after_never_waits_less_than_min_backoff(tmp_path, recorder):
+    sh = make(tmp_path, recorder.url, min_backoff=2.0, max_backoff=8.0)
+    fill(sh.queue, 1000)
+    past = formatdate(time.time() - 86400, usegmt=True)
+    recorder.script = [(408, {}), (429, {"Retry-After": "0"}), (503, {"Retry-After": past})]
+    delays = [sh.ship_once() for _ in range(3)]
+    assert delays[0] == 1.5  # the backoff (rand() 0.5: three quarters of 2s)
+    assert delays[1] >= 2.0 and delays[2] >= 2.0, delays  # "0" and a past date: never a spin
+    assert sh.failed["timeout"] == 1 and sh.failed["throttled"] == 1 and sh.failed["server_error"] == 1
+    assert sh.queue.stats().batches == 1
+
+
+def test_a_wall_clock_set_back_a_day_waits_no_longer_than_the_batch_delay(tmp_path, recorder):
+    mono = [1000.0]
+    wall = [2_000_000_000.0]
+    sh = make(tmp_path, recorder.url, batch_delay=120.0, clock=lambda: wall[0], monotonic=lambda: mono[0])
+    fill(sh.queue, int(wall[0] * 1000), n=2)
+    wall[0] -= 86400  # the PC's clock is set back a day
+    assert 0 < sh.ship_once() <= 120.0 and sh.wake_on_data
+    mono[0] += 60
+    assert 0 < sh.ship_once() <= 60.0
+    mono[0] += 61
+    assert sh.ship_once() == 0.0 and len(recorder.requests) == 1
+    wall[0] += 3 * 86400  # and forward three days: a send at once, no wait of days either way
+    fill(sh.queue, int(wall[0] * 1000) - 200_000, n=2)
+    assert sh.ship_once() == 0.0
+
+
+def test_a_failed_acknowledgement_never_resends_the_same_batches(tmp_path, recorder, monkeypatch):
+    sh = make(tmp_path, recorder.url, max_samples=3)
+    fill(sh.queue, 1000, 2000, 3000)
+    real_remove = sh.queue._remove
+    full = [True]
+    monkeypatch.setattr(sh.queue, "_remove", lambda ids, reason: False if full[0] else real_remove(ids, reason))
+    while sh.ship_once() == 0.0:
+        pass
+    sent = [timestamps_sent(recorder, i) for i in range(len(recorder.requests))]
+    assert sorted(t for ts in sent for t in ts) == [1000, 2000, 3000]  # each once, none again
+    assert sh.queue.stats().batches == 3  # not deleted yet: the disk is full
+    full[0] = False
+    fill(sh.queue, 4000)
+    assert sh.ship_once() == 0.0
+    assert timestamps_sent(recorder, len(recorder.requests) - 1) == [4000]
+    assert sh.queue.stats().batches == 0  # the deletes went through once there was room
 
 
 def test_network_errors_keep_the_batches(tmp_path):
