@@ -359,3 +359,24 @@ def test_the_stamped_series_cache_is_bounded_and_stays_correct(monkeypatch):
         held += sum(ingest._ENTRY_OVERHEAD + len(key[0]) + len(key[1]) for key in ingest._series_checked
                     if key != "limits")
         assert held == ingest.cache_bytes() <= 50 * 400
+
+
+def test_any_valid_body_split_anywhere_with_pauses_is_accepted(fuzz_server):
+    """However a weak link cuts a valid request into pieces and pauses between them, the whole
+    body is read: 204 (200 when the time range left a sample out), never a 400."""
+    from tests.test_collector_body import raw_request
+
+    port, token, _prom, _collector = fuzz_server
+    url = f"http://127.0.0.1:{port}"
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(seed=seeds, cuts=st.lists(st.integers(1, 4000), max_size=6),
+           pause=st.sampled_from([0.0, 0.001, 0.01, 0.03]), chunked=st.booleans())
+    def one(seed, cuts, pause, chunked):
+        body = valid_request(seed)
+        if len(body) > 2000:  # the server's max_body_size here
+            return
+        status, text = raw_request(url, body, token, cuts, pause, chunked=chunked)
+        assert status in (200, 204), (status, text)
+
+    one()
