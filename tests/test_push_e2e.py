@@ -338,3 +338,19 @@ def test_a_killed_agent_keeps_its_queue(tmp_path):
         assert m["commune_agent_queue_corrupt_files_total"] == 0
     finally:
         again.proc.stop()
+
+
+def test_a_series_the_collector_would_refuse_is_left_out_alone_before_it_is_queued(caplog):
+    """One series with a 1,100-character label value among 101: the 100 others are queued (the
+    collector would refuse a request holding it, losing all 101 before the contract)."""
+    from agent import remote_write
+    from agent.push import encode_batch
+
+    drops = []
+    samples = [sample("good_metric", float(i), i=str(i)) for i in range(100)]
+    samples.insert(40, sample("bad_metric", 1.0, path="C:\\" + "x" * 1_100))
+    entries = encode_batch(Batch("process", 1_000, samples), 2000, lambda reason, n: drops.append((reason, n)))
+    assert drops == [("rejected", 1)]
+    assert sum(e.samples for e in entries) == 100
+    assert sorted(int(labels["i"]) for e in entries for labels, _ in remote_write.decode(e.payload)) == list(range(100))
+    assert "value of label 'path' is 1103 characters, over the collector's limit of 1024" in caplog.text
