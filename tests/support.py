@@ -165,9 +165,12 @@ def agent_command() -> List[str]:
 
 def start_prometheus(tmp: Path, *, scrape_configs: Optional[list] = None, rule_files: Sequence[Path] = (),
                      alertmanager: Optional[str] = None, extra: Optional[dict] = None,
-                     evaluation_interval: str = "1s", ooo_window: str = "7d") -> "tuple[Proc, str]":
+                     evaluation_interval: str = "1s", ooo_window: str = "7d",
+                     retention: Optional[str] = None) -> "tuple[Proc, str]":
     """Debian's Prometheus on a free loopback port with the remote-write receiver on.
 
+    ``retention`` is ``--storage.tsdb.retention.time``: Prometheus's default (15d) deletes older data
+    as soon as it is compacted into blocks, so a test writing older history must raise it.
     Returns (process, base URL). The caller stops the process (or use ``prometheus`` below).
     """
     import yaml
@@ -189,7 +192,8 @@ def start_prometheus(tmp: Path, *, scrape_configs: Optional[list] = None, rule_f
     cfg_path.write_text(yaml.safe_dump(cfg))
     proc = Proc([binary, f"--config.file={cfg_path}", f"--storage.tsdb.path={tmp / 'prom-data'}",
                  f"--web.listen-address=127.0.0.1:{port}", "--web.enable-remote-write-receiver",
-                 "--web.enable-lifecycle", "--rules.alert.resend-delay=1s", "--log.level=warn"],
+                 "--web.enable-lifecycle", "--rules.alert.resend-delay=1s", "--log.level=warn",
+                 *([f"--storage.tsdb.retention.time={retention}"] if retention else [])],
                 tmp / "prometheus.log")
     url = f"http://127.0.0.1:{port}"
     try:

@@ -3,15 +3,24 @@ through the real collector (which stamps commune and agent, and exports the flee
 a real Prometheus evaluating the project's recording rules; the report must rank the worn-out PC
 above the healthy one and show the figures the history was built with. The HTML is rendered in
 headless Chromium and the PDF converted with pdftoppm.
+
+Time: the history ends at the fixture's "now" and the report's period (Vietnam days, the date
+changes at 17:00 UTC) is that of one pinned "now" taken after scoring; every expected figure is
+computed from the samples pushed over that very period (expected_figures), so the test holds at any
+hour. The same history is also reported on as of a second either side of the last 17:00 UTC.
 """
 from __future__ import annotations
 
+import bisect
 import datetime as dt
+import math
 import re
 import shutil
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
 
 import pytest
 import yaml
@@ -110,24 +119,69 @@ def fast_rules(tmp: Path) -> list:
     return out
 
 
+# Everything older than the test's Prometheus would keep by default (15 days, deleted as soon as
+# compacted into blocks) must be accepted and kept: the collector's age limit, the out-of-order
+# window and the retention all cover the whole history.
+KEEP = "40d"
+
+
+@dataclass
+class Pipeline:
+    url: str
+    tmp: Path
+    start: int  # the history's first sample (seconds)
+    end: int  # the history's "now": its last sample is at most one STEP before
+    now: dt.datetime  # the report's "now", after every device was scored on the whole history
+    history: Dict[str, list]  # agent -> the series pushed for it, as history() built them
+
+    @property
+    def period_text(self) -> str:
+        return period_text(self.now)
+
+    def series(self, agent: str, name: str, **labels: str) -> Series:
+        for lab, points in self.history[agent]:
+            if lab["__name__"] == name and all(lab.get(k) == v for k, v in labels.items()):
+                return Series(points)
+        raise KeyError(f"{agent} pushed no {name}{labels}")
+
+
+def push_inventory_history(prom_url: str, start: int, before: float) -> None:
+    """The inventory as if Prometheus had scraped the collector for the whole history: its scraped
+    series (same labels, job and instance included) written back, one sample every STEP from start
+    until before (the first scrape), so that a report of any period within the history has it."""
+    inventory = prom_query(prom_url, '{__name__=~"commune_office_info|commune_device_.+"}')
+    assert inventory
+    stamps = list(range(start, int(before) - 1, STEP))
+    for day in range(0, len(stamps), 86400 // STEP):
+        body = encode([(r["metric"], [(float(r["value"][1]), ts * 1000) for ts in stamps[day:day + 86400 // STEP]])
+                       for r in inventory])
+        status, text = post(prom_url + "/api/v1/write", body)
+        assert status == 204, text
+
+
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report")
     fleet = tmp / "fleet.yaml"
     fleet.write_text(yaml.safe_dump(FLEET, allow_unicode=True))
-    prom, prom_url = start_prometheus(tmp, rule_files=fast_rules(tmp), ooo_window="40d",
+    prom, prom_url = start_prometheus(tmp, rule_files=fast_rules(tmp), ooo_window=KEEP, retention=KEEP,
                                       evaluation_interval="2s")
     procs = [prom]
     try:
         coll, coll_url, state = start_collector(tmp, [prom_url + "/api/v1/write"],
-                                                extra={"fleet_file": str(fleet), "limits": {"max_sample_age": "40d"}})
+                                                extra={"fleet_file": str(fleet), "limits": {"max_sample_age": KEEP}})
         procs.append(coll)
         # Prometheus scrapes the collector for the inventory (honor_labels keeps commune/agent)
         cfg = yaml.safe_load((tmp / "prometheus.yml").read_text())
         cfg["scrape_configs"] = [{"job_name": "collector", "honor_labels": True,
                                   "static_configs": [{"targets": [coll_url.split("//")[1]]}]}]
         (tmp / "prometheus.yml").write_text(yaml.safe_dump(cfg))
+        reloaded = time.time()
         subprocess.run(["curl", "-s", "-X", "POST", prom_url + "/-/reload"], check=False, timeout=30)
+        # scraped before any history is written, as in production: Prometheus's head starts now and
+        # the whole history goes in as out-of-order samples
+        wait_until(lambda: len(prom_query(prom_url, "commune_device_info")) == len(FLEET["devices"]), 30,
+                   what="the fleet inventory scraped from the collector")
         tokens = {a: add_token(state, COMMUNE, a) for a in ("pc-old", "pc-new")}
         now = int(time.time())
         start = now - DAYS * 86400 - 3600  # a whole number of STEPs before now: the last sample is fresh
@@ -136,6 +190,7 @@ def pipeline(tmp_path_factory):
                 body = encode(history(agent, start, day_start, min(day_start + 86400, now + 1)))
                 status, text = post(coll_url + "/api/v1/write", body, token)
                 assert status == 204, text
+        push_inventory_history(prom_url, start, reloaded)
         # factors evaluated (every 2 s) after the whole history was in, then scores from those factors
         written = time.time()
         factors = "commune:device_replacement_factor:ratio"
@@ -145,69 +200,237 @@ def pipeline(tmp_path_factory):
         factored = time.time()
         fresh = f"timestamp(commune:device_replacement_score:top_reason) > {factored + 1}"
         wait_until(lambda: len(prom_query(prom_url, fresh)) == 3, timeout=60, what="every device scored")
-        yield prom_url, tmp
+        yield Pipeline(prom_url, tmp, start, now, dt.datetime.now(gather_mod.VN),
+                       {a: history(a, start, start, now + 1) for a in tokens})
     finally:
         for p in reversed(procs):
             p.stop()
 
 
-def period_text() -> str:
-    today = dt.datetime.now(gather_mod.VN).date()
+def period_text(now: dt.datetime) -> str:
+    """The DAYS days up to now's date, in Vietnam (the date changes at 17:00 UTC)."""
+    today = now.astimezone(gather_mod.VN).date()
     return f"{today - dt.timedelta(days=DAYS - 1)}..{today}"
 
 
-def test_report_ranks_worn_device_first_with_its_evidence(pipeline):
-    prom_url, _ = pipeline
-    report = gather_mod.gather(Prometheus(prom_url), gather_mod.parse_period(period_text()))
+# ---------------------------------------------------------------- what Prometheus makes of the history
+# The expected figures are computed here from the very samples pushed and the very period asked
+# for, the way Prometheus 2.x evaluates them: a range [t - r, t] holds the samples within it (both
+# ends included); an instant selector at t sees the latest sample of the 5 minutes up to t; a
+# subquery [r:s] evaluates at the multiples of s within [t - r, t]; increase() extrapolates.
+
+LOOKBACK_MS = 300_000
+
+
+class Series:
+    def __init__(self, points):
+        self.points = sorted((ts, v) for v, ts in points)
+        self.stamps = [ts for ts, _ in self.points]
+
+    def at(self, t: int) -> Optional[float]:
+        i = bisect.bisect_right(self.stamps, t) - 1
+        return self.points[i][1] if i >= 0 and self.stamps[i] >= t - LOOKBACK_MS else None
+
+    def holds(self, lo: int, hi: int) -> bool:
+        return bisect.bisect_right(self.stamps, hi) > bisect.bisect_left(self.stamps, lo)
+
+
+class Window:
+    """The period as the report asks Prometheus about it: ``[{P}]`` ending at the period's end."""
+
+    def __init__(self, period: gather_mod.Period):
+        self.end = round(float(f"{period.end.timestamp():.3f}") * 1000)  # the time promapi sends
+        self.start = self.end - period.seconds * 1000
+
+    def raw(self, s: Series) -> List[Tuple[int, float]]:
+        return [(t, v) for t, v in s.points if self.start <= t <= self.end]
+
+    def steps(self, step_s: int) -> range:
+        step = step_s * 1000
+        first = step * (self.start // step)
+        if first < self.start:
+            first += step
+        return range(first, self.end + 1, step)
+
+    def over_steps(self, value: Callable[[int], Optional[float]], step_s: int) -> List[float]:
+        return [v for v in map(value, self.steps(step_s)) if v is not None]
+
+    def increase(self, s: Series) -> float:
+        pts = self.raw(s)
+        assert len(pts) >= 2 and all(a[1] <= b[1] for a, b in zip(pts, pts[1:]))  # no counter resets
+        (t0, v0), (t1, v1) = pts[0], pts[-1]
+        result = v1 - v0
+        to_start, to_end = (t0 - self.start) / 1000, (self.end - t1) / 1000
+        sampled = (t1 - t0) / 1000
+        average = sampled / (len(pts) - 1)
+        if result > 0 and v0 >= 0:
+            to_start = min(to_start, sampled * (v0 / result))  # a counter does not go below zero
+        interval = sampled
+        interval += to_start if to_start < average * 1.1 else average / 2
+        interval += to_end if to_end < average * 1.1 else average / 2
+        return result * (interval / sampled)
+
+
+def quantile(q: float, values: List[float]) -> float:
+    values = sorted(values)
+    rank = q * (len(values) - 1)
+    lower = max(0, math.floor(rank))
+    upper = min(len(values) - 1, lower + 1)
+    return values[lower] * (1 - (rank - lower)) + values[upper] * (rank - lower)
+
+
+def mean(values: List[float]) -> float:
+    assert values
+    return sum(values) / len(values)
+
+
+def expected_figures(pl: Pipeline, period: gather_mod.Period) -> dict:
+    """The report's measured values for the period, from the history pushed."""
+    w = Window(period)
+    old = lambda name, **labels: pl.series("pc-old", name, **labels)  # noqa: E731
+    avail, total = old("node_memory_MemAvailable_bytes"), old("node_memory_MemTotal_bytes")
+    boot = [v for _, v in w.raw(old("commune_host_boot_duration_seconds"))]
+    jammed = old("commune_printer_error_state", condition="jammed")
+    pages = old("commune_printer_pages_total")
+    up, info = old("probe_success"), old("commune_probe_target_info")
+
+    def pressure(t):
+        a, m = avail.at(t), total.at(t)
+        return None if a is None or m is None else float(a / m < 0.10)
+
+    def service_up(t):
+        s, i = up.at(t), info.at(t)
+        return None if s is None or i is None else s * i
+
+    at_s = w.end / 1000
+    daily_from = round(float(f"{min(period.start.timestamp() + 86400, at_s):.3f}") * 1000)
+    days = range(daily_from, w.end + 1, 86400_000)
+    return {
+        "memory_pressure_share": mean(w.over_steps(pressure, 300)),
+        "unexpected_shutdowns": w.increase(old("commune_host_unexpected_shutdowns_total")),
+        "boot_seconds_median": quantile(0.5, boot),
+        "boot_seconds_max": max(boot),
+        "error_minutes": sum(w.over_steps(jammed.at, 60)),
+        "pages_in_period": w.increase(pages),
+        "pages_total": w.raw(pages)[-1][1],
+        "availability": mean(w.over_steps(service_up, 300)),
+        # one daily point per day of the period with memory samples in the day up to it
+        "daily_points": sum(1 for t in days if avail.holds(t - 86400_000, t)),
+    }
+
+
+def check_evidence(report: gather_mod.Report, pl: Pipeline) -> Dict[str, gather_mod.DeviceRow]:
+    """The measured values of the report are those the history implies over the report's period."""
+    want = expected_figures(pl, report.period)
     assert [c.code for c in report.communes] == [COMMUNE]
     block = report.communes[0]
     assert block.name == "Xã Tân Lập" and block.province == "Phú Thọ"
     rows = {d.device: d for d in block.devices}
     assert set(rows) == {"pc-old", "pc-new", "printer-1"}
     old, new = rows["pc-old"], rows["pc-new"]
-    assert old.score is not None and new.score is not None
-    assert old.score > new.score
-    pcs = [d.device for d in block.devices if d.kind == "pc"]
-    assert pcs == ["pc-old", "pc-new"]
     factors = {f.name: f for f in old.factors}
+    at = report.period.end.timestamp()
+    # the fleet's purchase dates are UTC midnights (collector/fleet.py); age at the period's end
     assert factors["age"].evidence["years"] == pytest.approx(
-        (time.time() - dt.datetime(2020, 1, 15, tzinfo=gather_mod.VN).timestamp()) / gather_mod.YEAR, abs=0.01)
-    assert factors["age"].level == 1.0  # past its 5-year rated life
-    assert factors["memory_pressure"].evidence["memory_pressure_share"] == pytest.approx(0.375, abs=0.02)
-    assert factors["disk_health"].evidence["smart_reallocated"] == 24
+        (at - dt.datetime(2020, 1, 15, tzinfo=dt.timezone.utc).timestamp()) / gather_mod.YEAR, rel=1e-12)
+    assert factors["age"].evidence["rated_years"] == pytest.approx(5)
+    # under 10 % available 9 hours of every 24: 37.5 % of whole days, exactly what the period holds
+    share = factors["memory_pressure"].evidence["memory_pressure_share"]
+    assert share == pytest.approx(want["memory_pressure_share"], rel=1e-9)
+    assert share == pytest.approx(0.375, abs=0.02)
+    assert factors["disk_health"].evidence == {"smart_reallocated": 24, "smart_pending": 0, "smart_failing": 0}
     assert factors["cpu_saturation"].evidence["cpu_saturated_share"] == 0  # busy 50 %, never saturated
     assert factors["hdd"].evidence == {"has_hdd": 1.0, "memory_total_bytes": 4e9}
-    assert factors["hdd"].level == 1.0  # HDD on a 4 GB machine
     assert evidence(old, "disk_health", "en") == "SMART: 24 reallocated sectors, 0 pending sectors"
     assert evidence(old, "hdd", "vi") == "Ổ cứng cơ (HDD), RAM 4,0 GB"
-    # 3 unexpected shutdowns in 30 days (1 at 4); increase() may extrapolate to the period's end by a hair
-    assert factors["unexpected_restarts"].evidence["unexpected_shutdowns"] == pytest.approx(3, abs=0.01)
-    assert factors["unexpected_restarts"].level == pytest.approx(0.75, abs=0.01)
+    # the three crashes (days 5, 12 and 20 of the history) are all within the period; increase()
+    # extrapolates the count to the period's ends by a hair
+    crashes = [pl.start + day * 86400 for day in (5, 12, 20)]
+    assert all(report.period.start.timestamp() <= c <= at for c in crashes)
+    count = factors["unexpected_restarts"].evidence["unexpected_shutdowns"]
+    assert count == pytest.approx(want["unexpected_shutdowns"], rel=1e-9)
+    assert round(count) == 3 and count == pytest.approx(3, abs=0.01)
     assert evidence(old, "unexpected_restarts", "en") == "3 unexpected shutdowns (power cut or crash) in the period"
     assert evidence(old, "unexpected_restarts", "vi") == "Tắt máy đột ngột 3 lần (mất điện hoặc treo máy) trong kỳ"
     # typical boot 150 s (the median: the 270 s days are 4 of 27), the worst 270 s
-    assert factors["slow_boot"].evidence == {"boot_seconds_median": 150, "boot_seconds_max": 270}
-    assert factors["slow_boot"].level == pytest.approx((150 - 90) / 210)
+    assert factors["slow_boot"].evidence == {"boot_seconds_median": want["boot_seconds_median"],
+                                             "boot_seconds_max": want["boot_seconds_max"]}
+    assert want["boot_seconds_median"] == 150 and want["boot_seconds_max"] == 270
     assert evidence(old, "slow_boot", "en") == "Boot took 2.5 minutes typically, up to 4.5 minutes"
     assert evidence(old, "slow_boot", "vi") == "Khởi động thường mất 2,5 phút, có lúc mất tới 4,5 phút"
+    assert evidence(new, "unexpected_restarts", "en") == "0 unexpected shutdowns (power cut or crash) in the period"
+    printer = {f.name: f for f in rows["printer-1"].factors}
+    assert printer["pages"].evidence == {"pages_total": pytest.approx(want["pages_total"], rel=1e-12),
+                                         "rated_pages": 50000}
+    # jammed one hour of every day while printing 100 pages a day: 600 minutes per 1,000 pages over
+    # whole days; exactly what the period's jammed minutes and pages give
+    ev = printer["error_time"].evidence
+    assert ev["error_minutes"] == want["error_minutes"]
+    assert ev["pages_in_period"] == pytest.approx(want["pages_in_period"], rel=1e-9)
+    assert ev["error_minutes"] / ev["pages_in_period"] * 1000 == pytest.approx(600, rel=0.05)
+    per_1000 = texts.number(want["error_minutes"] / want["pages_in_period"] * 1000, "en", 1)
+    assert evidence(rows["printer-1"], "error_time", "en") == \
+        f"{per_1000} minutes jammed, door open or service requested per 1,000 pages"
+    assert len(old.daily) == want["daily_points"] >= DAYS - 2
+    # software availability and link quality of the commune: the portal is down 2 hours a day
+    (service, share, resp), = block.availability
+    assert service == "dichvucong" and resp == pytest.approx(0.8)
+    assert share == pytest.approx(want["availability"], rel=1e-9)
+    assert share == pytest.approx(22 / 24, abs=0.02)
+    assert block.links == [("gateway", pytest.approx(0.02), pytest.approx(0.004))]
+    return rows
+
+
+def test_report_ranks_worn_device_first_with_its_evidence(pipeline):
+    period = gather_mod.parse_period(pipeline.period_text, pipeline.now)
+    assert period.end == pipeline.now  # the period runs until now: the scores of now are in it
+    report = gather_mod.gather(Prometheus(pipeline.url), period, now=pipeline.now)
+    rows = check_evidence(report, pipeline)
+    old, new = rows["pc-old"], rows["pc-new"]
+    assert old.score is not None and new.score is not None
+    assert old.score > new.score
+    pcs = [d.device for d in report.communes[0].devices if d.kind == "pc"]
+    assert pcs == ["pc-old", "pc-new"]
+    factors = {f.name: f for f in old.factors}
+    assert factors["age"].level == 1.0  # past its 5-year rated life
+    assert factors["hdd"].level == 1.0  # HDD on a 4 GB machine
+    # 3 unexpected shutdowns in 30 days (1 at 4)
+    assert factors["unexpected_restarts"].level == pytest.approx(0.75, abs=0.01)
+    assert factors["slow_boot"].level == pytest.approx((150 - 90) / 210)
     assert old.reason in {f for f, row in factors.items() if row.level}  # the dominant reason is a factor
     new_levels = {f.name: f.level for f in new.factors}
     assert new.status == "ok" and new_levels["disk_health"] == 0
     assert new_levels["unexpected_restarts"] == 0 and new_levels["slow_boot"] == 0  # 40 s boots, no crash
-    assert evidence(new, "unexpected_restarts", "en") == "0 unexpected shutdowns (power cut or crash) in the period"
-    printer = {f.name: f for f in rows["printer-1"].factors}
-    assert printer["pages"].evidence["rated_pages"] == 50000
-    # 60 jammed minutes for every 100 pages printed: 600 minutes per 1,000 pages
-    ev = printer["error_time"].evidence
-    assert ev["error_minutes"] / ev["pages_in_period"] * 1000 == pytest.approx(600, rel=0.05)
-    assert re.fullmatch(r"6\d\d\.\d minutes jammed, door open or service requested per 1,000 pages",
-                        evidence(rows["printer-1"], "error_time", "en"))
-    assert len(old.daily) >= DAYS - 2
-    # software availability and link quality of the commune
-    (service, share, resp), = block.availability
-    assert service == "dichvucong" and share == pytest.approx(22 / 24, abs=0.02) and resp == pytest.approx(0.8)
-    assert block.links == [("gateway", pytest.approx(0.02), pytest.approx(0.004))]
     assert report.summary()["pc"]["ok"] >= 1
+    assert report.generated == pipeline.now
+
+
+def date_change_before(t: float) -> float:
+    """The last 17:00 UTC (midnight in Vietnam) at or before t."""
+    return t - (t - 17 * 3600) % 86400
+
+
+@pytest.mark.parametrize("offset", [-1, 1], ids=["16:59:59Z", "17:00:01Z"])
+def test_report_for_a_pinned_now_either_side_of_the_date_change(pipeline, offset):
+    """The same history reported on as of a second before and a second after the last change of
+    date in Vietnam (17:00 UTC, taken 10 minutes inside the history): the period moves by a day,
+    the figures are still those the history implies over it. The recording rules were not running
+    yet at that time: the devices have no score, the report says so."""
+    midnight = date_change_before(pipeline.end - 600)
+    now = dt.datetime.fromtimestamp(midnight + offset, gather_mod.VN)
+    day = dt.datetime.fromtimestamp(midnight, gather_mod.VN).date() - dt.timedelta(days=offset < 0)
+    assert now.date() == day
+    period = gather_mod.parse_period(period_text(now), now)
+    first = day - dt.timedelta(days=DAYS - 1)
+    assert period.start == dt.datetime(first.year, first.month, first.day, tzinfo=gather_mod.VN)
+    assert period.end == now and not period.whole_month
+    report = gather_mod.gather(Prometheus(pipeline.url), period, now=now)
+    rows = check_evidence(report, pipeline)
+    for d in rows.values():
+        assert d.score is None and d.status == "nodata" and d.reason == "none"
+        assert [f.level for f in d.factors] == [None] * len(d.factors)
+    assert report.summary()["pc"] == {"replace": 0, "watch": 0, "ok": 0, "nodata": 2}
+    assert report.generated == now
 
 
 def evidence(device, factor: str, lang: str) -> str:
@@ -232,9 +455,9 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 
 
 def test_html_report_renders_in_chromium(pipeline, tmp_path):
-    prom_url, _ = pipeline
+    prom_url = pipeline.url
     out = tmp_path / "report.html"
-    proc = run_report(prom_url, "--period", period_text(), "--lang", "en", "--out", str(out))
+    proc = run_report(prom_url, "--period", pipeline.period_text, "--lang", "en", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     assert "1 communes, 3 devices" in proc.stderr
     page = out.read_text()
@@ -268,9 +491,9 @@ def assert_not_blank(png: Path, min_dark: int = 500) -> None:
 
 
 def test_pdf_report_pages(pipeline, tmp_path):
-    prom_url, _ = pipeline
+    prom_url = pipeline.url
     out = tmp_path / "report.pdf"
-    proc = run_report(prom_url, "--period", period_text(), "--lang", "vi", "--out", str(out))
+    proc = run_report(prom_url, "--period", pipeline.period_text, "--lang", "vi", "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     info = subprocess.run(["pdfinfo", str(out)], capture_output=True, text=True, timeout=60).stdout
     pages = int(re.search(r"Pages:\s+(\d+)", info).group(1))
@@ -285,9 +508,9 @@ def test_pdf_report_pages(pipeline, tmp_path):
 
 
 def test_csv_report(pipeline, tmp_path):
-    prom_url, _ = pipeline
+    prom_url = pipeline.url
     out = tmp_path / "report.csv"
-    proc = run_report(prom_url, "--period", period_text(), "--lang", "en", "--commune", COMMUNE, "--out", str(out))
+    proc = run_report(prom_url, "--period", pipeline.period_text, "--lang", "en", "--commune", COMMUNE, "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     import csv
 
@@ -297,16 +520,16 @@ def test_csv_report(pipeline, tmp_path):
 
 
 def test_clear_errors(pipeline, tmp_path, prometheus):
-    prom_url, _ = pipeline
+    prom_url, period = pipeline.url, pipeline.period_text
     out = str(tmp_path / "r.html")
-    proc = run_report(prom_url, "--period", period_text(), "--commune", "99999", "--out", out)
+    proc = run_report(prom_url, "--period", period, "--commune", "99999", "--out", out)
     assert proc.returncode == 1
     assert "report: unknown commune 99999: this Prometheus knows 09667" in proc.stderr
     closed = f"http://127.0.0.1:{free_port()}"
-    proc = run_report(closed, "--period", period_text(), "--out", out)
+    proc = run_report(closed, "--period", period, "--out", out)
     assert proc.returncode == 1 and f"report: cannot reach Prometheus at {closed}" in proc.stderr
     _, empty_url = prometheus  # a Prometheus with no data at all
-    proc = run_report(empty_url, "--period", period_text(), "--out", out)
+    proc = run_report(empty_url, "--period", period, "--out", out)
     assert proc.returncode == 1 and "report: no inventory in Prometheus" in proc.stderr
     proc = run_report(prom_url, "--period", "2026-13", "--out", out)
     assert proc.returncode == 1 and "--period: month must be 01-12" in proc.stderr

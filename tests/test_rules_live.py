@@ -7,12 +7,19 @@ Test copy of prometheus.yml: ports of the collector and the http_sd URL point at
 collector, scrape and evaluation intervals are 1s, rule files are the repository's (absolute
 glob), no Alertmanager. Test copy of the rules: group intervals (10m for the replacement groups)
 shortened to 1s, so the first evaluation comes within seconds; the expressions are the real ones.
+
+The cpu_saturation factor counts office hours only (07:00-17:00 Vietnam time, Monday to Friday:
+commune_agent:node_cpu_saturated_office_hours:bool is recorded then only): a Prometheus that has
+run only outside them has no data for it and, as for any factor without data, leaves it out. What
+the test expects of it follows from the wall clock Prometheus evaluates with.
 """
 from __future__ import annotations
 
+import datetime as dt
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
@@ -23,6 +30,15 @@ pytestmark = pytest.mark.timeout(180)
 
 PROMETHEUS_YML = REPO / "collector" / "prometheus" / "prometheus.yml"
 FLEET = REPO / "config" / "fleet.example.yaml"
+
+
+VN = dt.timezone(dt.timedelta(hours=7))
+
+
+def office_hours(t: float) -> bool:
+    """global:office_hours:bool of collector/rules/signals.yml at time t."""
+    vn = dt.datetime.fromtimestamp(t, VN)
+    return vn.weekday() < 5 and 7 <= vn.hour < 17
 
 
 def collector_command():
@@ -81,6 +97,7 @@ def test_shipped_prometheus_config_with_collector_and_pull_agent(tmp_path):
     (prom_dir / "prometheus.yml").write_text(yaml.safe_dump(config))
 
     procs = []
+    started = time.time()  # before Prometheus: every rule evaluation comes after
     try:
         coll = Proc([*collector_command(), "serve", "-c", str(coll_cfg)], tmp_path / "collector.log")
         procs.append(coll)
@@ -111,14 +128,42 @@ def test_shipped_prometheus_config_with_collector_and_pull_agent(tmp_path):
         ratio = wait_until(lambda: one('commune_agent:node_memory_available:ratio{commune="09667", agent="pc-motcua-01"}'), 60,
                            what="the memory ratio recorded from the agent's series")
         assert 0 < float(ratio["value"][1]) <= 1
-        factors = wait_until(lambda: {r["metric"]["factor"]: float(r["value"][1]) for r in prom_query(
-            url, 'commune:device_replacement_factor:ratio{commune="09667", device="pc-motcua-01"}')}
-            if len(prom_query(url, 'commune:device_replacement_factor:ratio{commune="09667", device="pc-motcua-01", '
-                                   'factor=~"memory_pressure|cpu_saturation"}')) == 2 else None,
-            60, what="replacement factors of pc-motcua-01")
+        wait_until(lambda: one('commune_agent:node_cpu_busy:ratio_rate5m{commune="09667", agent="pc-motcua-01"}'), 60,
+                   what="the CPU busy ratio recorded from the agent's series")
+        busy = time.time()  # recorded by an evaluation before this
+
+        def cpu_expected(now: float):
+            """True: the CPU factor must be there (an evaluation with the busy ratio ran in office
+            hours); False: it must not (none ran in office hours); None: either (17:00 Vietnam time
+            passed while the busy ratio was first recorded)."""
+            if office_hours(busy) or office_hours(now):
+                return True
+            return None if office_hours(started) else False
+
+        def pc_factors():
+            now = time.time()
+            got = {r["metric"]["factor"]: float(r["value"][1]) for r in prom_query(
+                url, 'commune:device_replacement_factor:ratio{commune="09667", device="pc-motcua-01"}')}
+            expected = cpu_expected(now)
+            if "memory_pressure" not in got or "age" not in got:
+                return None
+            if expected is not None and ("cpu_saturation" in got) != expected:
+                return None
+            return got, expected
+
+        factors, cpu = wait_until(pc_factors, 60, what="replacement factors of pc-motcua-01 "
+                                  f"({'with' if cpu_expected(time.time()) else 'without'} cpu_saturation)")
         # bought 2015-03-12 with a 5-year life: past it
         assert factors["age"] == 1
-        assert 0 <= factors["memory_pressure"] <= 1 and 0 <= factors["cpu_saturation"] <= 1
+        assert 0 <= factors["memory_pressure"] <= 1
+        saturated = prom_query(url, 'count_over_time(commune_agent:node_cpu_saturated_office_hours:bool'
+                                    '{commune="09667", agent="pc-motcua-01"}[1h])')
+        if cpu is False:
+            # outside office hours the factor is left out, not counted as 0: it has no data
+            assert "cpu_saturation" not in factors
+            assert not saturated or office_hours(time.time())  # (unless 07:00 came since)
+        elif "cpu_saturation" in factors:  # always when cpu is True
+            assert saturated and 0 <= factors["cpu_saturation"] <= 1
         score = wait_until(lambda: one('commune:device_replacement_score:top_reason{commune="09667", device="pc-motcua-01"}'), 60,
                            what="the score of pc-motcua-01")
         assert score["metric"]["commune"] == "09667" and score["metric"]["kind"] == "pc"

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -30,7 +29,9 @@ class Period:
 
     @property
     def seconds(self) -> int:
-        return max(60, int((self.end - self.start).total_seconds()))
+        """The PromQL range of the period, ending at ``end``: whole seconds, never reaching back before
+        ``start`` (a period begun less than a minute ago is not padded with the previous one)."""
+        return max(1, int((self.end - self.start).total_seconds()))
 
     @property
     def range(self) -> str:
@@ -38,8 +39,13 @@ class Period:
 
 
 def parse_period(text: str, now: Optional[dt.datetime] = None) -> Period:
-    """``2026-11`` (a month, Vietnam time) or ``2026-10-28..2026-11-27`` (days, end inclusive)."""
-    now = now or dt.datetime.now(VN)
+    """``2026-11`` (a month, Vietnam time) or ``2026-10-28..2026-11-27`` (days, end inclusive).
+
+    Days and months are those of Vietnam (UTC+7: the date changes at 17:00 UTC). ``now`` (default:
+    the wall clock) clips a period still running and must be timezone-aware; the period's bounds are
+    in Vietnam time whatever zone ``now`` is given in.
+    """
+    now = _vn(now)
     m = re.fullmatch(r"(\d{4})-(\d{2})", text.strip())
     if m:
         year, month = int(m.group(1)), int(m.group(2))
@@ -64,6 +70,14 @@ def parse_period(text: str, now: Optional[dt.datetime] = None) -> Period:
     if start >= now:
         raise ReportError(f"--period {text} has not started yet")
     return Period(start, min(end, now), whole)
+
+
+def _vn(now: Optional[dt.datetime]) -> dt.datetime:
+    if now is None:
+        return dt.datetime.now(VN)
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError(f"now must be timezone-aware, got {now!r}")
+    return now.astimezone(VN)
 
 
 @dataclass
@@ -161,7 +175,10 @@ def _by_device(result: List[dict]) -> Dict[Key, float]:
     return out
 
 
-def gather(prom: Prometheus, period: Period, communes: Sequence[str] = (), daily: bool = True) -> Report:
+def gather(prom: Prometheus, period: Period, communes: Sequence[str] = (), daily: bool = True,
+           now: Optional[dt.datetime] = None) -> Report:
+    """The report of ``period`` as Prometheus saw it at the period's end; ``now`` (default: the wall
+    clock) is only the report's "generated" time."""
     at = period.end.timestamp()
     fill = {"P": period.range}
 
@@ -256,4 +273,4 @@ def gather(prom: Prometheus, period: Period, communes: Sequence[str] = (), daily
         blocks.append(CommuneBlock(code, office.get("name", code), office.get("province", ""), rows,
                                    [(s, avail[s], resp.get(s)) for s in sorted(avail)],
                                    [(h, loss.get(h), rtt.get(h)) for h in hops]))
-    return Report(period, prom.url, dt.datetime.fromtimestamp(time.time(), VN), blocks)
+    return Report(period, prom.url, _vn(now), blocks)
