@@ -347,8 +347,9 @@ def test_a_series_the_collector_would_refuse_is_left_out_alone_before_it_is_queu
     from agent.push import encode_batch
 
     drops = []
-    samples = [sample("good_metric", float(i), i=str(i)) for i in range(100)]
-    samples.insert(40, sample("bad_metric", 1.0, path="C:\\" + "x" * 1_100))
+    # Sample() directly: these made-up names are not emitted by the agent (see test_zz_catalog)
+    samples = [Sample("good_metric", {"i": str(i)}, float(i)) for i in range(100)]
+    samples.insert(40, Sample("bad_metric", {"path": "C:\\" + "x" * 1_100}, 1.0))
     entries = encode_batch(Batch("process", 1_000, samples), 2000, lambda reason, n: drops.append((reason, n)))
     assert drops == [("rejected", 1)]
     assert sum(e.samples for e in entries) == 100

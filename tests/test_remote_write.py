@@ -155,9 +155,9 @@ def test_invalid_bodies_are_rejected_with_a_clear_message(body, message):
 
 
 def test_decoded_size_limit_is_checked_before_inflating():
-    body = encode([({"__name__": "x", "pad": "y" * 5000}, [(1, 1)])])
-    with pytest.raises(RemoteWriteError, match=r"decoded body would be \d+ bytes, over the limit of 1000"):
-        decode(body, max_decoded_bytes=1000)
+    body = encode([({"__name__": "x", "pad": "y" * 1000}, [(1, 1)])])
+    with pytest.raises(RemoteWriteError, match=r"decoded body would be \d+ bytes, over the limit of 500"):
+        decode(body, max_decoded_bytes=500)
     assert decode(body, max_decoded_bytes=10_000)
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from agent.push import encode_batch
 from agent.queue import Queue
-from agent.samples import Batch, sample
+from agent.samples import Batch, Sample
 from tests.linkemu import LinkEmulator
 from tests.support import prom_query, start_prometheus, wait_until
 from tests.test_collector_ingest import add_token, collector_metrics, metric_value, start_collector
@@ -142,7 +142,7 @@ def test_the_backlog_of_an_hour_long_outage_replays_whole_through_the_link(tmp_p
         stamps = [now_ms - 3_600_000 + i * 15_000 for i in range(240)]
         q = Queue(state / "queue.db")
         for ts in stamps:
-            batch = Batch("host", ts, [sample("weak_backlog_metric", float(ts % 9973 + i), i=str(i), disk=f"C{i % 4}")
+            batch = Batch("host", ts, [Sample("weak_backlog_metric", {"i": str(i), "disk": f"C{i % 4}"}, float(ts % 9973 + i))
                                        for i in range(130)])
             q.append(encode_batch(batch, 2000, q.count_drop))
         assert q.stats().samples == 240 * 130
