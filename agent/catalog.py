@@ -6,15 +6,15 @@ to what the inputs emit, to the rules and to the dashboards.
 from __future__ import annotations
 
 import functools
-import re
 from pathlib import Path
 from typing import Dict, List, NamedTuple, Tuple
 
 import yaml
 
+from agent.names import METRIC_NAME_RE
+
 CATALOG_FILE = Path(__file__).with_name("catalog.yaml")
 TYPES = ("counter", "gauge", "info")
-_NAME_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
 
 
 class MetricDef(NamedTuple):
@@ -39,7 +39,7 @@ def parse_catalog(text: str) -> Dict[str, MetricDef]:
         if unknown:
             raise ValueError(f"{where}: unknown field {', '.join(sorted(unknown))}")
         name = entry["name"]
-        if not _NAME_RE.match(name):
+        if not isinstance(name, str) or not METRIC_NAME_RE.fullmatch(name):
             raise ValueError(f"{where}: invalid metric name {name!r}")
         if entry["type"] not in TYPES:
             raise ValueError(f"{where} ({name}): type must be one of {', '.join(TYPES)}")

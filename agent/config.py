@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Dict, Iterator, Literal, Mapping, Optional
 
 from agent import inputs
+from agent.names import default_agent_name, name_problem
 from agent.schema import ConfigError, ConfigErrors, Duration, Secret, load_model, load_yaml
 
 DEFAULT_LISTEN = "127.0.0.1:9721"
@@ -34,7 +35,7 @@ def default_state_dir() -> str:
 @dataclass
 class AgentSection:
     # Name of this agent; the collector stamps the name bound to the agent's token instead.
-    id: str = field(default_factory=socket.gethostname)
+    id: str = field(default_factory=lambda: default_agent_name(socket.gethostname()))
     # Where the durable queue and other state live.
     state_dir: str = field(default_factory=default_state_dir)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -42,8 +43,9 @@ class AgentSection:
     interval: Duration = Duration(30)
 
     def validate(self) -> Iterator[tuple]:
-        if not self.id.strip():
-            yield "id", "must not be empty"
+        problem = name_problem("agent", self.id)
+        if problem:
+            yield "id", problem
         if self.interval <= 0:
             yield "interval", "must be greater than 0s"
 

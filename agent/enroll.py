@@ -19,6 +19,8 @@ import sys
 import http.client
 from typing import List, Optional
 
+from agent.names import name_problem
+
 ENV_KEY = "COMMUNE_ENROLL_KEY"
 
 
@@ -36,12 +38,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--ca-file", dest="ca_file", help="overrides push.ca_file")
     p.add_argument("--pin-sha256", dest="pin_sha256", help="overrides push.pin_sha256")
     p.add_argument("--agent-id", dest="agent_id", help="overrides agent.id")
+    p.add_argument("--replace", action="store_true",
+                   help="this PC takes over the name of one enrolled before (reinstalled or replaced): the "
+                        "collector revokes the old token; without it a name in use is refused")
     return p
 
 
-def enroll(client, key: str, agent_id: str) -> dict:
+def enroll(client, key: str, agent_id: str, replace: bool = False) -> dict:
     """POST the key; returns the collector's answer or raises RuntimeError with its reason."""
-    body = json.dumps({"key": key, "agent": agent_id}).encode()
+    request = {"key": key, "agent": agent_id}
+    if replace:
+        request["replace"] = True
+    body = json.dumps(request).encode()
     resp = client.request("POST", _enroll_path(client), body, {"Content-Type": "application/json",
                                                                "Accept": "application/json"})
     text = resp.body.decode("utf-8", "replace")
@@ -50,7 +58,10 @@ def enroll(client, key: str, agent_id: str) -> dict:
             reason = json.loads(text).get("error") or text
         except (ValueError, AttributeError):
             reason = text
-        raise RuntimeError(f"the collector refused the enrollment: HTTP {resp.status} {reason.strip()[:300]}")
+        hint = ""
+        if resp.status == 409:
+            hint = " (the key was not used; enroll again with --replace if this PC replaces that agent)"
+        raise RuntimeError(f"the collector refused the enrollment: HTTP {resp.status} {reason.strip()[:300]}{hint}")
     try:
         answer = json.loads(text)
     except ValueError:
@@ -106,6 +117,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
     section = config.push
     agent_id = args.agent_id or config.agent.id
+    problem = name_problem("agent", agent_id)
+    if problem:
+        print(f"commune-agent enroll: {'--agent-id' if args.agent_id else 'agent.id'}: {problem}", file=sys.stderr)
+        return 2
     try:
         client = HttpClient(args.collector, timeout=section.timeout,
                             ca_file=section.ca_file if args.ca_file is None else args.ca_file,
@@ -114,7 +129,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"commune-agent enroll: --collector: {exc}", file=sys.stderr)
         return 2
     try:
-        answer = enroll(client, args.key, agent_id)
+        answer = enroll(client, args.key, agent_id, replace=args.replace)
     except (OSError, ssl.SSLError, http.client.HTTPException) as exc:
         print(f"commune-agent enroll: cannot reach {args.collector}: {exc}", file=sys.stderr)
         return 1

@@ -16,11 +16,13 @@ and a sequence of ``(value, timestamp_ms)``. :func:`decode` returns the same sha
 from __future__ import annotations
 
 import functools
-import re
 import struct
 from typing import Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import cramjam
+
+# Valid names: the one definition in agent/names.py (re-exported here for the collector).
+from agent.names import LABEL_NAME_RE, METRIC_NAME_RE
 
 __all__ = ["HEADERS", "RemoteWriteError", "encode", "decode", "serialize", "check_labels", "compress", "decompress",
            "WriteRequest", "PROTO_FILE"]
@@ -37,10 +39,6 @@ HEADERS = {
 
 Series = Tuple[Mapping[str, str], Sequence[Tuple[float, int]]]
 
-# The one definition of valid names, for the agent, the collector and the catalog (fullmatch: a
-# trailing newline is not a valid name).
-METRIC_NAME_RE = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
-LABEL_NAME_RE = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
 # What the collector accepts per series by default (collector.config.Limits takes these numbers):
 # the agent leaves out, and counts, a series over them before it is queued, so that a request of

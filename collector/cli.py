@@ -132,6 +132,9 @@ def token_main(argv: List[str]) -> int:
     add.add_argument("--agent", required=True, help="agent name stamped on its series")
     add.add_argument("--pull-address", default="", metavar="HOST:PORT",
                      help="where Prometheus can scrape the agent (listed by /api/v1/sd)")
+    add.add_argument("--replace", action="store_true",
+                     help="revoke the live token of this agent name first (a reinstalled PC); without it a "
+                          "name that has one is refused")
     _state_args(add)
     lst = sub.add_parser("list", help="list tokens (never the secrets)")
     lst.add_argument("--all", action="store_true", help="include revoked tokens")
@@ -151,7 +154,7 @@ def token_main(argv: List[str]) -> int:
             if args.pull_address:
                 check_address(args.pull_address)
             record, token = store.add_token(args.commune, args.agent, pull_address=args.pull_address,
-                                            source="cli")
+                                            source="cli", replace=args.replace)
             print(f"token id {record['id']} for commune {record['commune']} agent {record['agent']}; "
                   "shown once, give it to the agent:", file=sys.stderr)
             print(token)

@@ -6,19 +6,18 @@ converted, secrets never print, and every problem is reported with its path and 
 from __future__ import annotations
 
 import os
-import re
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, Literal, Mapping, Optional
 
 from agent.config import check_basic_auth_users, is_loopback, split_listen_address
+from agent.names import LABEL_NAME_RE
 from agent.remote_write import MAX_LABEL_NAME_LENGTH, MAX_LABEL_VALUE_LENGTH, MAX_LABELS_PER_SERIES
 from agent.schema import ConfigError, ConfigErrors, Duration, Secret, Size, load_model, load_yaml
 
 DEFAULT_LISTEN = "127.0.0.1:9722"
 DEFAULT_STATE_DIR = "/var/lib/commune-collector"
-_LABEL_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 
 
 def _check_tls_pair(cert: str, key: str) -> Iterator[tuple]:
@@ -175,7 +174,7 @@ class HttpSdSection:
 
     def validate(self) -> Iterator[tuple]:
         for name in self.labels:
-            if not _LABEL_NAME_RE.match(name) or name.startswith("__"):
+            if not LABEL_NAME_RE.fullmatch(name) or name.startswith("__"):
                 yield f"labels.{name}", "invalid label name (letters, digits and _, not starting with __)"
             elif name in ("commune", "agent"):
                 yield f"labels.{name}", "commune and agent are set from each agent's token"

@@ -1,7 +1,8 @@
 """The collector's HTTP server (aiohttp): remote-write ingest, enrollment, http_sd, /metrics.
 
     POST /api/v1/write    bearer token per agent; identity labels stamped; limits; forwarded
-    POST /api/v1/enroll   {"key", "agent"[, "pull_address"]} -> {"token", "commune", "agent"}
+    POST /api/v1/enroll   {"key", "agent"[, "pull_address", "replace"]} -> {"token", "commune", "agent"}
+                          (409 when the name has a live token and not "replace": the key is kept)
     GET  /api/v1/sd       Prometheus http_sd targets of agents with a pull address
     GET  /metrics         the collector's own figures and the fleet inventory
     GET  /-/healthy       200 while the process serves
@@ -47,7 +48,8 @@ from agent.shutdown import stop_on_signals
 from collector import __version__
 from collector.config import CollectorConfig, load_fleet_file
 from collector.ingest import LimitError, rewrite, snappy_announced_length
-from collector.state import StateError, Store
+from collector.state import NameTaken, StateError, StateUnreadable, Store, check_address, check_name
+from agent.names import pull_address_problem
 from collector.upstream import Forwarder
 
 log = logging.getLogger("collector")
@@ -85,6 +87,7 @@ class Stats:
         self.samples_received = 0
         self.rejected: Dict[str, int] = {}
         self.enrollments: Dict[str, int] = {}
+        self.bad_pull_addresses: set = set()  # token ids already logged
         self.last_push: Dict[Tuple[str, str], float] = {}
         self.dropped: Dict[str, int] = {r: 0 for r in ("too_old", "in_future", "invalid", "upstream_rejected")}
 
@@ -323,13 +326,12 @@ class Collector:
             payload = None
         if not isinstance(payload, dict) or not isinstance(payload.get("key"), str) \
                 or not isinstance(payload.get("agent"), str) \
-                or not isinstance(payload.get("pull_address", ""), str):
+                or not isinstance(payload.get("pull_address", ""), str) \
+                or not isinstance(payload.get("replace", False), bool):
             self.stats.enrollment("bad_request")
             return self._json(400, {"error": 'expected JSON {"key": "...", "agent": "..."} '
-                                             '(and optionally "pull_address": "host:port")'})
+                                             '(and optionally "pull_address": "host:port", "replace": true)'})
         try:
-            from collector.state import check_address, check_name
-
             check_name("agent", payload["agent"])
             if payload.get("pull_address"):
                 check_address(payload["pull_address"])
@@ -338,7 +340,15 @@ class Collector:
             return self._json(400, {"error": str(exc)})
         try:
             record, token = await asyncio.get_running_loop().run_in_executor(
-                None, lambda: self.store.enroll(payload["key"], payload["agent"], payload.get("pull_address", "")))
+                None, lambda: self.store.enroll(payload["key"], payload["agent"], payload.get("pull_address", ""),
+                                                replace=payload.get("replace", False)))
+        except StateUnreadable as exc:  # our fault: the agent keeps its key and tries later
+            log.error("enrollment: token store: %s", exc)
+            self.stats.enrollment("state_unreadable")
+            return self._json(503, {"error": "the collector cannot read its token store; try again later"})
+        except NameTaken as exc:  # the key is not spent: enroll again under another name, or replace
+            self.stats.enrollment("conflict")
+            return self._json(409, {"error": str(exc)})
         except StateError as exc:
             self.stats.enrollment("invalid_key")
             return self._json(403, {"error": str(exc)})
@@ -368,7 +378,11 @@ class Collector:
             return self._unauthorized()
         if not self.config.http_sd.enabled:
             return self._json(404, {"error": "http_sd is disabled on this collector"})
-        return self._json(200, self.sd_targets())
+        try:
+            return self._json(200, self.sd_targets())
+        except StateError as exc:  # our fault: Prometheus keeps its last targets and retries
+            log.error("http_sd: token store: %s", exc)
+            return self._json(503, {"error": "the collector cannot read its token store"})
 
     def sd_targets(self) -> List[dict]:
         sd = self.config.http_sd
@@ -378,6 +392,13 @@ class Collector:
             address = t.get("pull_address")
             key = (t["commune"], t["agent"], address)
             if not address or key in seen:
+                continue
+            problem = pull_address_problem(address)
+            if problem:  # written before addresses were checked, or by hand: never a target
+                if t["id"] not in self.stats.bad_pull_addresses:
+                    self.stats.bad_pull_addresses.add(t["id"])
+                    log.warning("http_sd: token %s (commune %s agent %s) left out: %s", t["id"], t["commune"],
+                                t["agent"], problem)
                 continue
             seen.add(key)
             labels = dict(sd.labels)
@@ -465,7 +486,7 @@ class Collector:
             out.append(sample("commune_collector_upstream_duration_seconds_total", c.seconds, upstream=c.name))
             out.append(sample("commune_collector_upstream_sent_bytes_total", c.sent_bytes, upstream=c.name))
             out.append(sample("commune_collector_upstream_up", 1 if c.up else 0, upstream=c.name))
-        for result in ("ok", "invalid_key", "bad_request"):
+        for result in ("ok", "invalid_key", "bad_request", "conflict", "state_unreadable"):
             out.append(sample("commune_collector_enrollments_total", st.enrollments.get(result, 0), result=result))
         try:
             tokens = self.store.active_tokens()

@@ -16,11 +16,12 @@ import hashlib
 import hmac
 import json
 import os
-import re
 import secrets
 import tempfile
 import time
 from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
+
+from agent.names import name_problem, pull_address_problem
 
 try:
     import fcntl
@@ -32,16 +33,18 @@ LOCK_FILE = "tokens.lock"
 TOKEN_PREFIX = "cmt_"
 ENROLL_PREFIX = "cme_"
 
-_COMMUNE_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
-_AGENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-_NAME_RULES = {
-    "commune": (_COMMUNE_RE, "1-63 lowercase letters, digits, '.', '_' or '-', starting with a letter or digit"),
-    "agent": (_AGENT_RE, "1-63 letters, digits, '.', '_' or '-', starting with a letter or digit"),
-}
 
 
 class StateError(Exception):
     """A token or key operation that cannot be done; the message says why."""
+
+
+class StateUnreadable(StateError):
+    """The state file cannot be read: the collector's fault, never the client's."""
+
+
+class NameTaken(StateError):
+    """The agent name already has a live token in its commune (replace it explicitly)."""
 
 
 class Identity(NamedTuple):
@@ -54,17 +57,17 @@ class Identity(NamedTuple):
 
 def check_name(kind: str, value: str) -> str:
     """``value`` if it is a valid commune code / agent name; StateError otherwise."""
-    regex, rule = _NAME_RULES[kind]
-    if not isinstance(value, str) or not regex.match(value):
-        raise StateError(f"invalid {kind} {value!r}: {rule}")
+    problem = name_problem(kind, value)
+    if problem:
+        raise StateError(problem)
     return value
 
 
 def check_address(value: str) -> str:
-    """A pull address ``host:port`` for http_sd."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or any(c.isspace() for c in value):
-        raise StateError(f"invalid pull address {value!r}: expected host:port like 10.1.2.3:9721")
+    """A pull address ``host:port`` for http_sd (see agent.names.pull_address_problem)."""
+    problem = pull_address_problem(value)
+    if problem:
+        raise StateError(problem)
     return value
 
 
@@ -108,9 +111,9 @@ class Store:
         except FileNotFoundError:
             return {"version": 1, "tokens": [], "enroll_keys": []}
         except (OSError, ValueError) as exc:
-            raise StateError(f"cannot read {self.path}: {exc}") from None
+            raise StateUnreadable(f"cannot read {self.path}: {exc}") from None
         if not isinstance(data, dict) or not isinstance(data.get("tokens"), list):
-            raise StateError(f"cannot read {self.path}: not a commune-collector state file")
+            raise StateUnreadable(f"cannot read {self.path}: not a commune-collector state file")
         data.setdefault("enroll_keys", [])
         return data
 
@@ -161,17 +164,36 @@ class Store:
         self.refresh()
         return [dict(t) for t in self._data["tokens"] if not t.get("revoked")]
 
-    def add_token(self, commune: str, agent: str, pull_address: str = "", source: str = "cli") -> Tuple[dict, str]:
-        """Create a token; returns (record without the secret, the secret shown once)."""
+    def add_token(self, commune: str, agent: str, pull_address: str = "", source: str = "cli",
+                  replace: bool = False) -> Tuple[dict, str]:
+        """Create a token; returns (record without the secret, the secret shown once).
+
+        A name with a live token in the commune is refused (NameTaken) unless ``replace``, which
+        revokes the live tokens of that name in the same write.
+        """
         check_name("commune", commune)
         check_name("agent", agent)
         if pull_address:
             check_address(pull_address)
         with self._locked():
             data = self._read()
+            self._claim(data, commune, agent, replace)
             record, token = self._new_token(data, commune, agent, pull_address, source)
             self._write(data)
         return _public(record), token
+
+    def _claim(self, data: dict, commune: str, agent: str, replace: bool) -> None:
+        """Make ``agent`` of ``commune`` free for a new token: refuse while a live token holds the
+        name (two agents writing as one would corrupt each other's series), or revoke it."""
+        live = [t for t in data["tokens"] if t["commune"] == commune and t["agent"] == agent and not t.get("revoked")]
+        if live and not replace:
+            ids = ", ".join(t["id"] for t in live)
+            raise NameTaken(f"agent {agent!r} of commune {commune!r} already has a live token ({ids}); "
+                            "choose another agent name, or replace it (--replace revokes the old token)")
+        now = self.clock()
+        for t in live:
+            t["revoked"] = now
+            t["revoked_by"] = "replace"
 
     def _new_token(self, data: dict, commune: str, agent: str, pull_address: str, source: str) -> Tuple[dict, str]:
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
@@ -214,11 +236,12 @@ class Store:
     def list_enroll_keys(self) -> List[dict]:
         return [_public(k) for k in self._read()["enroll_keys"]]
 
-    def enroll(self, key: str, agent: str, pull_address: str = "") -> Tuple[dict, str]:
+    def enroll(self, key: str, agent: str, pull_address: str = "", replace: bool = False) -> Tuple[dict, str]:
         """Trade a valid, unused, unexpired key for a new token of ``agent`` in the key's commune.
 
         The key is spent in the same locked write that stores the token. Raises StateError
-        (one message for unknown, used and expired keys: nothing to learn by guessing).
+        (one message for unknown, used and expired keys: nothing to learn by guessing), or
+        NameTaken when the name has a live token and not ``replace`` (the key is then not spent).
         """
         check_name("agent", agent)
         if pull_address:
@@ -233,6 +256,7 @@ class Store:
                     found = k
             if found is None or found.get("used") or found["expires"] <= now:
                 raise StateError("enrollment key is unknown, already used or expired")
+            self._claim(data, found["commune"], agent, replace)
             found["used"] = now
             found["used_by"] = agent
             record, token = self._new_token(data, found["commune"], agent, pull_address, f"enroll:{found['id']}")
