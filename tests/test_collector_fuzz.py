@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.client
+import itertools
 import logging
 import math
 import random
@@ -100,8 +101,11 @@ def mutated(seed: int) -> bytes:
     return bytes(body)
 
 
-def valid_request(seed: int, compressed: bool = True) -> bytes:
-    """Valid remote write: recent samples, good names, and identity labels the agent forged."""
+def valid_request(seed: int, compressed: bool = True, nonce: str | None = None) -> bytes:
+    """Valid remote write: recent samples, good names, and identity labels the agent forged.
+    A nonce puts every series of the request in its own label set, so that a seed drawn again a
+    millisecond later cannot write a different value at a timestamp already written (Prometheus
+    rightly refuses that as a duplicate sample)."""
     rnd = random.Random(seed)
     now = int(time.time() * 1000)
     out = []
@@ -111,6 +115,8 @@ def valid_request(seed: int, compressed: bool = True) -> bytes:
             labels[rnd.choice(["cpu", "mode", "device", "target", "x_y"])] = _text(rnd) or "v"
         labels[rnd.choice(["commune", "agent", "job"])] = "forged"
         labels["i"] = str(i)
+        if nonce is not None:
+            labels["n"] = nonce
         age = rnd.randrange(0, 3_600_000)
         out.append((labels, [(_value(rnd), now - age + k) for k in range(rnd.randrange(1, 4))]))
     return encode(out) if compressed else serialize(out)
@@ -368,12 +374,13 @@ def test_any_valid_body_split_anywhere_with_pauses_is_accepted(fuzz_server):
 
     port, token, _prom, _collector = fuzz_server
     url = f"http://127.0.0.1:{port}"
+    calls = itertools.count()
 
     @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
     @given(seed=seeds, cuts=st.lists(st.integers(1, 4000), max_size=6),
            pause=st.sampled_from([0.0, 0.001, 0.01, 0.03]), chunked=st.booleans())
     def one(seed, cuts, pause, chunked):
-        body = valid_request(seed)
+        body = valid_request(seed, nonce=str(next(calls)))
         if len(body) > 2000:  # the server's max_body_size here
             return
         status, text = raw_request(url, body, token, cuts, pause, chunked=chunked)
