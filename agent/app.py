@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from typing import Callable, List, Optional
 
 from agent import inputs
 from agent.exposition import render
 from agent.runner import Runner
 from agent.selfmetrics import SelfInput
-from agent.shutdown import stop_on_signals
+from agent.shutdown import Stopper, stop_on_signals
 from agent.web import MetricsServer
 
 log = logging.getLogger("agent")
@@ -58,24 +57,21 @@ def _component_factories() -> List[Callable]:
     return [push.component]
 
 
-def run_agent(config, listen_address: Optional[str] = None) -> int:
+def run_agent(config, listen_address: Optional[str] = None, stopper: Optional[Stopper] = None) -> int:
+    """Run the agent on this thread until SIGTERM/SIGINT (main thread only) or ``stopper.request()``.
+
+    Any thread will do: the Windows service runs it on the thread pywin32 gives ``SvcDoRun`` and
+    stops it from ``SvcStop`` (agent/winservice.py). Start-up errors (a port in use, a state
+    directory that cannot be made) propagate to the caller.
+    """
+    stopper = stopper or Stopper()
     agent = Agent(config, listen_address)
 
     async def main() -> None:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
+        stopper.bind(stop)
         stop_on_signals(stop)
-        STOP_HOOK[:] = [lambda: loop.call_soon_threadsafe(stop.set)]
         await agent.run(stop)
 
     asyncio.run(main())
     return 0
-
-
-# Set while running: calling STOP_HOOK[0]() from any thread stops the agent (Windows service stop).
-STOP_HOOK: List[Callable[[], None]] = []
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(stream=sys.stderr, level=getattr(logging, level.upper()),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")

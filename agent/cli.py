@@ -74,9 +74,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"config {args.config or '(defaults)'} is valid")
         return 0
 
-    from agent.app import run_agent, setup_logging
+    from agent.app import run_agent
+    from agent.logs import setup_logging
 
-    setup_logging(args.log_level or config.agent.log_level)
+    setup_logging(args.log_level or config.agent.log_level, config.agent.log_file,
+                  config.agent.log_file_max_size, config.agent.log_file_count)
     try:
         return run_agent(config, args.listen)
     except ConfigErrors as exc:  # an input refused to start, e.g. icmp without socket privileges

@@ -18,7 +18,7 @@ from typing import Dict, Iterator, Literal, Mapping, Optional
 
 from agent import inputs
 from agent.names import default_agent_name, name_problem
-from agent.schema import ConfigError, ConfigErrors, Duration, Secret, load_model, load_yaml
+from agent.schema import ConfigError, ConfigErrors, Duration, Secret, Size, load_model, load_yaml
 
 DEFAULT_LISTEN = "127.0.0.1:9721"
 
@@ -32,6 +32,13 @@ def default_state_dir() -> str:
     return os.path.join(base, "commune-agent")
 
 
+def default_log_file() -> str:
+    """Windows: a file under %ProgramData% (a service has no stderr). Elsewhere: none (the journal)."""
+    if sys.platform == "win32":
+        return os.path.join(default_state_dir(), "logs", "agent.log")
+    return ""
+
+
 @dataclass
 class AgentSection:
     # Name of this agent; the collector stamps the name bound to the agent's token instead.
@@ -39,6 +46,11 @@ class AgentSection:
     # Where the durable queue and other state live.
     state_dir: str = field(default_factory=default_state_dir)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Rotating log file besides stderr; "" for none (default on Linux: the journal keeps the log).
+    log_file: str = field(default_factory=default_log_file)
+    # Size of each log file, and how many files in all (the oldest is deleted).
+    log_file_max_size: Size = Size(10 * 2**20)
+    log_file_count: int = 5
     # Interval of the agent's own health metrics.
     interval: Duration = Duration(30)
 
@@ -48,6 +60,10 @@ class AgentSection:
             yield "id", problem
         if self.interval <= 0:
             yield "interval", "must be greater than 0s"
+        if self.log_file_max_size < 4096:
+            yield "log_file_max_size", "must be at least 4KB"
+        if not 2 <= self.log_file_count <= 100:
+            yield "log_file_count", "must be from 2 to 100 (the live file and the rotated ones)"
 
 
 @dataclass

@@ -79,11 +79,25 @@ def _enroll_path(client) -> str:
 
 
 def write_token(path: str, token: str) -> None:
-    """Write atomically with mode 0600 and fsync, so a power cut leaves the old or the new token."""
+    """Write atomically with mode 0600 and fsync, so a power cut leaves the old or the new token.
+
+    On Windows, where the mode means nothing, the empty file is first given to SYSTEM,
+    Administrators and the service's account only (agent/winservice.py), then the token written.
+    """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    if sys.platform == "win32":
+        os.close(fd)
+        from agent import winservice
+
+        problem = winservice.restrict(tmp, winservice.installed_account() or winservice.DEFAULT_ACCOUNT,
+                                      directory=False)
+        if problem:
+            os.unlink(tmp)
+            raise RuntimeError(f"{problem}: the token was not saved")
+        fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC)
     try:
         os.write(fd, (token + "\n").encode())
         os.fsync(fd)
@@ -139,7 +153,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     finally:
         client.close()
     path = token_path(section, config.agent.state_dir)
-    write_token(path, answer["token"])
+    try:
+        write_token(path, answer["token"])
+    except (OSError, RuntimeError) as exc:
+        print(f"commune-agent enroll: enrolled, but the token could not be saved to {path}: {exc}; "
+              f"fix that and enroll again with a new key and --replace", file=sys.stderr)
+        return 1
     print(f"enrolled as agent {answer.get('agent', agent_id)!r} of commune {answer.get('commune', '?')!r}; "
           f"token saved to {path}")
     if not section.enabled:

@@ -97,4 +97,4 @@ def test_windows_service_paths_live_under_programdata():
     env = {"ProgramData": r"D:\ProgramData"}
     assert winservice.default_config_path(env).replace("\\", "/").endswith("D:/ProgramData/commune-monitor/agent.yaml")
     assert winservice.ACCOUNTS["LocalService"] == "NT AUTHORITY\\LocalService"
-    assert winservice.parser().parse_args(["install"]).account == "LocalService"
+    assert winservice.parser().parse_args(["install"]).account == "LocalSystem"
