@@ -10,7 +10,8 @@ Four parts, each from series the collector and the rules already provide:
                        (probe_success == 0), the probes grouped by business service
                        (commune_probe_target_info{service})
   firing alerts        ALERTS{alertstate="firing"}, counted by severity
-  replacement          the highest commune:device_replacement_score:top_reason with its reason
+  replacement          the highest commune:device_replacement_score:top_reason with its reason and
+                       its recommended actions (commune:device_replacement_action:info)
 
 :func:`gather` runs the queries; :func:`summarize` turns their results into one plain dict (what
 ``--json`` prints); :func:`render` writes it for a terminal. Prometheus unreachable: one line on
@@ -22,12 +23,14 @@ import argparse
 import json
 import sys
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from collector.promapi import Prometheus, PrometheusError
 
 DEFAULT_PROMETHEUS = "http://127.0.0.1:9090"
 SEVERITIES = ("critical", "warning", "info")
+# the recommended actions of collector/rules/replacement.yml, in the order they are listed
+_ACTION_ORDER = ["replace_device", "replace_disk", "add_memory", "replace_battery", "maintenance_kit"]
 
 # name -> PromQL; {limit} is filled in. Every query is evaluated at the same instant.
 QUERIES = {
@@ -40,6 +43,7 @@ QUERIES = {
     "probe_services": "max by (commune, agent, target, module, service) (commune_probe_target_info)",
     "alerts": 'ALERTS{alertstate="firing"}',
     "replacement": "topk({limit}, commune:device_replacement_score:top_reason)",
+    "actions": "max by (commune, device, kind, action) (commune:device_replacement_action:info)",
 }
 
 
@@ -133,8 +137,13 @@ def summarize(results: Dict[str, List[dict]], now: float, recent: float = 300.0,
         by_severity[key] = by_severity.get(key, 0) + 1
 
     # ---- replacement candidates
+    actions: Dict[Tuple[str, str], List[str]] = {}
+    for i in results.get("actions", []):
+        actions.setdefault((m(i).get("commune", ""), m(i).get("device", "")), []).append(m(i).get("action", ""))
     candidates = [{"commune": m(i).get("commune", ""), "device": m(i).get("device", ""), "kind": m(i).get("kind", ""),
-                   "reason": m(i).get("reason", ""), "score": round(_value(i), 1)}
+                   "reason": m(i).get("reason", ""), "score": round(_value(i), 1),
+                   "actions": sorted(actions.get((m(i).get("commune", ""), m(i).get("device", "")), []),
+                                     key=lambda a: _ACTION_ORDER.index(a) if a in _ACTION_ORDER else 99)}
                   for i in results.get("replacement", [])]
     candidates.sort(key=lambda c: (-c["score"], c["commune"], c["device"]))
 
@@ -232,8 +241,9 @@ def render(summary: dict, prometheus: str = "") -> str:
     out.append(f"Replacement candidates: {len(r)}" + (" (highest scores first)" if r else
                                                        " (no scores yet: the rules compute them every 10 minutes from the fleet file)"))
     if r:
-        rows = [["SCORE", "COMMUNE", "DEVICE", "KIND", "MAIN REASON"]]
-        rows += [[f"{x['score']:.0f}", x["commune"], x["device"], x["kind"], x["reason"]] for x in r]
+        rows = [["SCORE", "COMMUNE", "DEVICE", "KIND", "MAIN REASON", "ACTION"]]
+        rows += [[f"{x['score']:.0f}", x["commune"], x["device"], x["kind"], x["reason"],
+                  "+".join(x["actions"]) or "-"] for x in r]
         out += _table(rows)
     return "\n".join(out) + "\n"
 

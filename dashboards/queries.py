@@ -234,3 +234,9 @@ DEVICE_AGE = f"max by (commune, device) (time() - commune_device_purchase_timest
 TOP_SCORES = f"topk(20, {SCORE}{{{C}, {DEVICE_KIND}}})"
 TOP_SCORES_OVER_TIME = f"topk(10, {SCORE}{{{C}, {DEVICE_KIND}}})"
 CANDIDATES_BY_REASON = f"count by (reason) ({SCORE_REASON}{{{C}, {DEVICE_KIND}}} >= {CANDIDATE_SCORE})"
+# What to buy (replacement.yml's recommended actions): one row per device and action with its score
+# and reason, and the count of each action by kind (the report prices them).
+ACTION = "commune:device_replacement_action:info"
+ACTION_TABLE = (f"{ACTION}{{{C}, {DEVICE_KIND}}} * on (commune, device, kind) group_left (reason) "
+                f"{SCORE_REASON}{{{C}, {DEVICE_KIND}}}")
+ACTIONS_BY_KIND = f"count by (action, kind) ({ACTION}{{{C}, {DEVICE_KIND}}})"

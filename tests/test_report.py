@@ -403,6 +403,23 @@ def test_report_ranks_worn_device_first_with_its_evidence(pipeline):
     assert new_levels["unexpected_restarts"] == 0 and new_levels["slow_boot"] == 0  # 40 s boots, no crash
     assert report.summary()["pc"]["ok"] >= 1
     assert report.generated == pipeline.now
+    # the recommended actions and their budget: the PC past its rated life is replaced (not given an
+    # SSD, though it has an HDD on 4 GB); the new one needs nothing
+    assert old.actions == ["replace_device"] and old.status == "replace"
+    assert new.actions == []
+    printer = rows["printer-1"]
+    plevels = {f.name: f.level for f in printer.factors}
+    worn = (plevels["age"] or 0) >= 1 or (plevels["pages"] or 0) >= 1
+    assert printer.actions == (["replace_device"] if worn and (plevels["error_time"] or 0) >= 0.5 else
+                               printer.actions and printer.actions)  # else whatever the score fallback gave
+    from collector.report import budget
+
+    report.prices = budget.load_prices()
+    lines = {(line.action, line.kind): line for line in report.budget()}
+    assert lines[("replace_device", "pc")].count == 1
+    assert lines[("replace_device", "pc")].total == report.prices.table[("replace_device", "pc")].price
+    assert budget.total(lines.values()) == sum(report.prices.table[(a, d.kind)].price
+                                               for c in report.communes for d in c.devices for a in d.actions)
 
 
 def date_change_before(t: float) -> float:
@@ -429,7 +446,7 @@ def test_report_for_a_pinned_now_either_side_of_the_date_change(pipeline, offset
     for d in rows.values():
         assert d.score is None and d.status == "nodata" and d.reason == "none"
         assert [f.level for f in d.factors] == [None] * len(d.factors)
-    assert report.summary()["pc"] == {"replace": 0, "watch": 0, "ok": 0, "nodata": 2}
+    assert report.summary()["pc"] == {"replace": 0, "repair": 0, "watch": 0, "ok": 0, "nodata": 2}
     assert report.generated == now
 
 
@@ -466,7 +483,7 @@ def test_html_report_renders_in_chromium(pipeline, tmp_path):
     profile = tmp_path / "profile"
     dom = subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", out.as_uri()],
                          capture_output=True, text=True, timeout=120).stdout
-    for heading in ("IT equipment replacement report", "Province summary", "Devices ranked for replacement",
+    for heading in ("IT equipment replacement report", "Province summary", "Budget", "Devices ranked for replacement",
                     "Business software availability", "Link quality"):
         assert f">{heading}</h" in dom, heading
     ranked = dom.split("Devices ranked for replacement")[1].split("</table>")[0]
@@ -474,6 +491,9 @@ def test_html_report_renders_in_chromium(pipeline, tmp_path):
     assert "SMART: 24 reallocated sectors, 0 pending sectors" in dom
     assert re.search(r"\d unexpected shutdowns? \(power cut or crash\) in the period", dom)
     assert "Boot took 2.5 minutes typically, up to 4.5 minutes" in dom
+    spent = dom.split(">Budget</h2>")[1].split("</table>")[0]
+    assert "Desktop PC (Core i3, 8 GB RAM, 256 GB SSD)" in spent and "13,500,000" in spent
+    assert re.search(r"budget [\d,]+ VND", proc.stderr)
     shot = tmp_path / "report.png"
     subprocess.run([browser, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", f"--screenshot={shot}",
                     "--window-size=1400,1800", out.as_uri()], capture_output=True, timeout=120)
@@ -533,6 +553,11 @@ def test_clear_errors(pipeline, tmp_path, prometheus):
     assert proc.returncode == 1 and "report: no inventory in Prometheus" in proc.stderr
     proc = run_report(prom_url, "--period", "2026-13", "--out", out)
     assert proc.returncode == 1 and "--period: month must be 01-12" in proc.stderr
+    prices = tmp_path / "prices.yaml"
+    prices.write_text("currency: VND\nprices:\n  replace_disk:\n    pc: {price: cheap, item: SSD}\n")
+    proc = run_report(prom_url, "--period", period, "--prices", str(prices), "--out", out)
+    assert proc.returncode == 1
+    assert f"{prices}:4: prices.replace_disk.pc.price: expected a whole amount of VND of 0 or more, got 'cheap'" in proc.stderr
 
 
 @pytest.mark.parametrize("value,lang,text", [(1240.5, "vi", "1.240,5"), (1240.5, "en", "1,240.5"),
@@ -562,3 +587,61 @@ def test_boot_evidence_sentences():
     slow = gather_mod.FactorRow("slow_boot", 1.0, {"boot_seconds_median": 330, "boot_seconds_max": 612})
     assert render.evidence_text(slow, "en") == "Boot took 5.5 minutes typically, up to 10.2 minutes"
     assert render.evidence_text(gather_mod.FactorRow("slow_boot", None, {}), "vi") == "không có dữ liệu"
+
+
+def test_the_price_table_is_checked_field_by_field(tmp_path):
+    from agent.schema import ConfigErrors
+    from collector.report import budget
+
+    shipped = budget.load_prices()
+    # every action the rules can recommend for every kind it applies to has a price
+    wanted = {("replace_device", k) for k in budget.KINDS} | {("replace_disk", "pc"), ("replace_disk", "laptop"),
+              ("add_memory", "pc"), ("add_memory", "laptop"), ("replace_battery", "laptop"),
+              ("replace_battery", "ups"), ("maintenance_kit", "printer")}
+    assert wanted <= set(shipped.table)
+    bad = tmp_path / "p.yaml"
+    bad.write_text("currency: VND\nprice: {}\nprices:\n  replace_ssd:\n    pc: {price: 1, item: x}\n"
+                   "  add_memory:\n    phone: {price: 1, item: x}\n    pc: {price: -5, item: {vi: RAM}}\n")
+    with pytest.raises(ConfigErrors) as info:
+        budget.load_prices(str(bad))
+    text = str(info.value)
+    assert f"{bad}:2: price: unknown field" in text
+    assert f"{bad}:4: prices.replace_ssd: unknown action" in text
+    assert f"{bad}:7: prices.add_memory.phone: unknown device kind" in text
+    assert f"{bad}:8: prices.add_memory.pc.price: expected a whole amount of VND of 0 or more, got -5" in text
+    with pytest.raises(ConfigErrors, match="cannot read the price table"):
+        budget.load_prices(str(tmp_path / "missing.yaml"))
+
+
+def test_an_action_without_a_price_is_counted_not_dropped():
+    from collector.report import budget
+
+    prices = budget.Prices("VND", "2026-12-01", {("replace_disk", "pc"): budget.Price(700000, {"vi": "SSD", "en": "SSD"})}, "p")
+    lines = budget.budget([("replace_disk", "pc"), ("add_memory", "pc"), ("replace_disk", "pc")], prices)
+    assert [(line.action, line.kind, line.count, line.total) for line in lines] == [
+        ("replace_disk", "pc", 2, 1400000), ("add_memory", "pc", 1, None)]
+    assert budget.total(lines) == 1400000
+
+
+def test_the_budget_renders_quantities_prices_and_what_has_no_price():
+    from collector.report import budget
+
+    period = gather_mod.Period(dt.datetime(2026, 11, 1, tzinfo=gather_mod.VN), dt.datetime(2026, 12, 1, tzinfo=gather_mod.VN), True)
+    devices = [gather_mod.DeviceRow(COMMUNE, "pc-slow", "pc", "m", "", 3.0, 5.0, 66.0, "memory_pressure",
+                                    actions=["replace_disk", "add_memory"]),
+               gather_mod.DeviceRow(COMMUNE, "ups-1", "ups", "m", "", 1.0, 5.0, 100.0, "ups_battery_replace",
+                                    actions=["replace_battery"]),
+               gather_mod.DeviceRow(COMMUNE, "pc-ok", "pc", "m", "", 1.0, 5.0, 4.0, "age", actions=[])]
+    report = gather_mod.Report(period, "http://p", dt.datetime(2026, 12, 1, tzinfo=gather_mod.VN),
+                               [gather_mod.CommuneBlock(COMMUNE, "Xã Tân Lập", "Phú Thọ", devices, [], [])])
+    shipped = budget.load_prices()
+    report.prices = budget.Prices("VND", "2026-12-01", {k: v for k, v in shipped.table.items()
+                                                       if k != ("replace_battery", "ups")}, shipped.source)
+    assert [d.status for d in devices] == ["repair", "repair", "ok"]
+    page = render.html_report(report, "vi")
+    spent = page.split(">Dự toán kinh phí</h2>")[1].split("</table>")[0]
+    assert "Thay ổ SSD" in spent and "750.000" in spent and "Nâng cấp RAM" in spent and "650.000" in spent
+    assert "chưa có đơn giá" in spent and "1.400.000" in spent  # 750,000 + 650,000; the battery unpriced
+    assert "1 hạng mục chưa có đơn giá" in page
+    assert "Thay ổ SSD + Nâng cấp RAM" in page  # the device table's action column
+    assert "Ước tính cần thay: 0 thiết bị; cần sửa hoặc nâng cấp: 2 thiết bị." in page

@@ -92,11 +92,28 @@ def test_firing_alerts_by_severity_most_severe_first():
 def test_replacement_candidates_by_score_with_reasons():
     r = summarize(RESULTS, AT)["replacement"]
     assert r == [
-        {"commune": "09667", "device": "pc-motcua-01", "kind": "pc", "reason": "age", "score": 87.5},
-        {"commune": "09667", "device": "printer-motcua", "kind": "printer", "reason": "pages", "score": 64.2},
-        {"commune": "09667", "device": "pc-ketoan-01", "kind": "pc", "reason": "none", "score": 12.0},
+        {"commune": "09667", "device": "pc-motcua-01", "kind": "pc", "reason": "age", "score": 87.5,
+         "actions": ["replace_device"]},
+        {"commune": "09667", "device": "printer-motcua", "kind": "printer", "reason": "pages", "score": 64.2,
+         "actions": ["replace_device"]},
+        {"commune": "09667", "device": "pc-ketoan-01", "kind": "pc", "reason": "none", "score": 12.0, "actions": []},
     ]
     assert [x["device"] for x in summarize(RESULTS, AT, limit=2)["replacement"]] == ["pc-motcua-01", "printer-motcua"]
+
+
+def test_replacement_candidates_show_their_recommended_actions():
+    """The actions query's answer (max by commune, device, kind, action) joined to the candidates."""
+    def action(device, kind, name):
+        return {"metric": {"commune": "09667", "device": device, "kind": kind, "action": name}, "value": [AT, "1"]}
+
+    results = {**RESULTS, "actions": [action("pc-motcua-01", "pc", "add_memory"), action("pc-motcua-01", "pc", "replace_disk"),
+                                      action("printer-motcua", "printer", "replace_device")]}
+    summary = summarize(results, AT)
+    assert [(x["device"], x["actions"]) for x in summary["replacement"]] == [
+        ("pc-motcua-01", ["replace_disk", "add_memory"]), ("printer-motcua", ["replace_device"]), ("pc-ketoan-01", [])]
+    text = render(summary)
+    assert "MAIN REASON  ACTION" in text
+    assert [line.split()[-1] for line in text.splitlines() if "pc-motcua-01" in line][-1] == "replace_disk+add_memory"
 
 
 def test_nothing_at_all_is_an_empty_summary():
@@ -218,4 +235,5 @@ def _metric_of(query_name: str) -> str:
     return {"offices": "commune_office_info", "agents": "commune_collector_agent_info",
             "snmp_down": "commune_snmp_up", "snmp_devices": "commune_device_info",
             "probes_down": "probe_success", "probe_services": "commune_probe_target_info",
-            "alerts": "ALERTS", "replacement": "commune:device_replacement_score:top_reason"}[query_name]
+            "alerts": "ALERTS", "replacement": "commune:device_replacement_score:top_reason",
+            "actions": "commune:device_replacement_action:info"}[query_name]

@@ -7,7 +7,9 @@ Reads the inventory (``commune_office_info``, ``commune_device_info`` & co., exp
 collector from the fleet file), the replacement scores and factors of collector/rules, and the raw
 evidence over the period from Prometheus, and writes a ranked list of devices to replace per
 commune and for the province, with the measured values behind every factor, small charts,
-software availability and link quality. HTML is self-contained; PDF is made from the same HTML
+software availability and link quality, the recommended action of every flagged device (replace,
+SSD, memory, battery, maintenance kit) and the budget they add up to at the prices of
+collector/prices.yaml (``--prices FILE`` for a province's own). HTML is self-contained; PDF is made from the same HTML
 with WeasyPrint; CSV has one row per device and factor.
 """
 from __future__ import annotations
@@ -32,6 +34,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--lang", choices=("vi", "en"), default="vi")
     p.add_argument("--format", choices=FORMATS, default=None, help="default: from the --out extension, else html")
     p.add_argument("--out", required=True, help="output file ('-' for standard output; not for pdf)")
+    p.add_argument("--prices", default=None, metavar="FILE",
+                   help="price table for the budget (default: the reviewed collector/prices.yaml)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per Prometheus query (default 120)")
     return p
 
@@ -45,12 +49,19 @@ def main(argv: List[str]) -> int:
     if fmt == "pdf" and args.out == "-":
         print("report: PDF needs a file for --out", file=sys.stderr)
         return 2
+    from agent.schema import ConfigErrors
     from collector.promapi import Prometheus, PrometheusError
-    from collector.report import gather, render
+    from collector.report import budget, gather, render
 
+    try:
+        prices = budget.load_prices(args.prices or budget.DEFAULT_PRICES)
+    except ConfigErrors as exc:
+        print(f"report: the price table is invalid:\n{exc}", file=sys.stderr)
+        return 1
     try:
         period = gather.parse_period(args.period)
         report = gather.gather(Prometheus(args.prometheus, timeout=args.timeout), period, args.commune)
+        report.prices = prices
         if fmt == "html":
             data: bytes = render.html_report(report, args.lang).encode("utf-8")
         elif fmt == "csv":
@@ -69,5 +80,6 @@ def main(argv: List[str]) -> int:
         os.replace(tmp, args.out)
         devices = sum(len(c.devices) for c in report.communes)
         print(f"report: wrote {args.out} ({fmt}, {len(report.communes)} communes, {devices} devices, "
-              f"{report.to_replace()} to replace)", file=sys.stderr)
+              f"{report.to_replace()} to replace, budget {budget.total(report.budget()):,} {prices.currency})",
+              file=sys.stderr)
     return 0

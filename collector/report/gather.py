@@ -6,12 +6,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from collector.report import queries
+from collector.report import budget, queries
 from collector.promapi import Prometheus
 
 VN = dt.timezone(dt.timedelta(hours=7), "ICT")
 REPLACE_AT = 60.0  # same threshold as the DeviceReplacementCandidate alert
 WATCH_AT = 30.0
+STATUSES = ("replace", "repair", "watch", "ok", "nodata")
 YEAR = 365.25 * 86400
 
 Key = Tuple[str, str]  # (commune, device)
@@ -100,12 +101,19 @@ class DeviceRow:
     reason: str
     factors: List[FactorRow] = field(default_factory=list)
     daily: List[Tuple[float, float]] = field(default_factory=list)
+    # recommended actions (collector/rules/replacement.yml); None where Prometheus has none at all
+    # (rules older than the actions): the status then follows the score alone
+    actions: Optional[List[str]] = None
 
     @property
     def status(self) -> str:
         if self.score is None:
             return "nodata"
-        return "replace" if self.score >= REPLACE_AT else "watch" if self.score >= WATCH_AT else "ok"
+        if self.actions:
+            return "replace" if "replace_device" in self.actions else "repair"
+        if self.actions is None and self.score >= REPLACE_AT:
+            return "replace"
+        return "watch" if self.score >= WATCH_AT else "ok"
 
 
 @dataclass
@@ -124,15 +132,22 @@ class Report:
     source: str
     generated: dt.datetime
     communes: List[CommuneBlock]
+    prices: Optional[budget.Prices] = None
 
     def summary(self) -> Dict[str, Dict[str, int]]:
         """kind -> status -> count, over the whole province."""
         out: Dict[str, Dict[str, int]] = {}
         for c in self.communes:
             for d in c.devices:
-                row = out.setdefault(d.kind, {"replace": 0, "watch": 0, "ok": 0, "nodata": 0})
+                row = out.setdefault(d.kind, {s: 0 for s in STATUSES})
                 row[d.status] += 1
         return out
+
+    def budget(self) -> List[budget.BudgetLine]:
+        """The recommended actions of every device, counted and priced (no prices: none priced)."""
+        prices = self.prices or budget.Prices("VND", "", {}, "")
+        return budget.budget(((a, d.kind) for c in self.communes for d in c.devices for a in d.actions or ()),
+                             prices)
 
     def to_replace(self) -> int:
         return sum(row["replace"] for row in self.summary().values())
@@ -204,6 +219,19 @@ def gather(prom: Prometheus, period: Period, communes: Sequence[str] = (), daily
     scores = _by_device(q(queries.SCORES["score"]))
     reasons = {(r["metric"]["commune"], r["metric"]["device"]): r["metric"].get("reason", "none")
                for r in q(queries.SCORES["reason"]) if "device" in r["metric"]}
+    score_time = _by_device(q(queries.SCORES["score_time"]))
+    actions: Optional[Dict[Key, List[str]]] = None
+    action_rows = q(queries.SCORES["action_time"])
+    if action_rows:
+        actions = {}
+        for r in action_rows:
+            m = r["metric"]
+            key = (m.get("commune", ""), m.get("device", ""))
+            # recorded with the device's latest score (the rules record both every 10 minutes)
+            if float(r["value"][1]) >= score_time.get(key, 0.0) - 1200:
+                actions.setdefault(key, []).append(m.get("action", ""))
+        for key in actions:
+            actions[key].sort(key=lambda a: budget.ACTIONS.index(a) if a in budget.ACTIONS else 99)
     levels: Dict[Key, Dict[str, float]] = {}
     for r in q(queries.SCORES["factor"]):
         m = r["metric"]
@@ -259,7 +287,8 @@ def gather(prom: Prometheus, period: Period, communes: Sequence[str] = (), daily
                 factors.append(FactorRow(name, levels.get(key, {}).get(name), ev))
             rows.append(DeviceRow(code, key[1], kind, d.get("model", ""), d.get("location", ""), age,
                                   rated[key] / YEAR if key in rated else None, scores.get(key),
-                                  reasons.get(key, "none"), factors, trends.get(key, [])))
+                                  reasons.get(key, "none"), factors, trends.get(key, []),
+                                  None if actions is None else actions.get(key, [])))
         rows.sort(key=lambda r: (-(r.score if r.score is not None else -1), r.device))
         avail = {r["metric"].get("service", ""): float(r["value"][1])
                  for r in per_commune["availability"] if r["metric"].get("commune") == code}

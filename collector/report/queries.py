@@ -32,6 +32,17 @@ SCORES = {
     "score": "last_over_time(commune:device_replacement_score:0_100[{P}])",
     "reason": "last_over_time(commune:device_replacement_score:top_reason[{P}])",
     "factor": "last_over_time(commune:device_replacement_factor:ratio[{P}])",
+    # when each recommended action and each score was last recorded: the actions of a device are
+    # those recorded with its latest score (an SSD fitted mid-period is no longer recommended)
+    # (the subquery's steps are aligned to 5 minutes: the instant part covers the last one)
+    "action_time": (
+        'max by (commune, device, kind, action) ('
+        'label_replace(max_over_time(timestamp(commune:device_replacement_action:info)[{P}:5m]), "src", "h", "", "")'
+        ' or label_replace(timestamp(commune:device_replacement_action:info), "src", "n", "", ""))'),
+    "score_time": (
+        'max by (commune, device, kind) ('
+        'label_replace(max_over_time(timestamp(commune:device_replacement_score:0_100)[{P}:5m]), "src", "h", "", "")'
+        ' or label_replace(timestamp(commune:device_replacement_score:0_100), "src", "n", "", ""))'),
 }
 
 # name -> PromQL giving one measured value per (commune, device)

@@ -4,10 +4,11 @@ from __future__ import annotations
 import csv
 import html
 import io
+import os
 from typing import List, Optional, Sequence, Tuple
 
-from collector.report import texts
-from collector.report.gather import REPLACE_AT, WATCH_AT, DeviceRow, FactorRow, Report, ReportError
+from collector.report import budget, texts
+from collector.report.gather import REPLACE_AT, STATUSES, WATCH_AT, DeviceRow, FactorRow, Report, ReportError
 
 CSS = """
 @page { size: A4 landscape; margin: 12mm; }
@@ -21,7 +22,7 @@ tr { page-break-inside: avoid; }
 th, td { border: 1px solid #c8d0d8; padding: 3px 5px; text-align: left; vertical-align: top; }
 th { background: #e8eef4; }
 td.num { text-align: right; white-space: nowrap; }
-.replace { background: #fde2e1; } .watch { background: #fff3cd; } .ok { background: #e3f4e6; }
+.replace { background: #fde2e1; } .repair { background: #fde9d4; } .watch { background: #fff3cd; } .ok { background: #e3f4e6; }
 .nodata { background: #f1f1f1; }
 ul.ev { margin: 0; padding-left: 1.1em; }
 .muted { color: #778; }
@@ -135,24 +136,24 @@ def html_report(report: Report, lang: str) -> str:
         f"<h2>{_e(t('province_summary'))}</h2>",
         f"<p>{_e(t('summary_intro', replace=texts.number(REPLACE_AT, lang), watch=texts.number(WATCH_AT, lang)))}</p>",
         "<table class=\"summary\"><thead><tr>"
-        f"<th>{_e(t('kind'))}</th><th>{_e(t('devices'))}</th><th>{_e(t('status_replace'))}</th>"
-        f"<th>{_e(t('status_watch'))}</th><th>{_e(t('status_ok'))}</th><th>{_e(t('status_nodata'))}</th>"
-        "</tr></thead><tbody>",
+        f"<th>{_e(t('kind'))}</th><th>{_e(t('devices'))}</th>"
+        + "".join(f"<th>{_e(t('status_' + st))}</th>" for st in STATUSES)
+        + "</tr></thead><tbody>",
     ]
     summary = report.summary()
-    totals = {"replace": 0, "watch": 0, "ok": 0, "nodata": 0}
+    totals = {st: 0 for st in STATUSES}
     for kind in sorted(summary, key=lambda k: list(texts.KINDS).index(k) if k in texts.KINDS else 99):
         row = summary[kind]
         for k in totals:
             totals[k] += row[k]
         out.append(f"<tr><td>{_e(texts.label(texts.KINDS, kind, lang))}</td>"
-                   f"<td class=\"num\">{sum(row.values())}</td><td class=\"num\">{row['replace']}</td>"
-                   f"<td class=\"num\">{row['watch']}</td><td class=\"num\">{row['ok']}</td>"
-                   f"<td class=\"num\">{row['nodata']}</td></tr>")
+                   f"<td class=\"num\">{sum(row.values())}</td>"
+                   + "".join(f"<td class=\"num\">{row[st]}</td>" for st in STATUSES) + "</tr>")
     out.append(f"<tr><th>{_e(t('total'))}</th><th class=\"num\">{sum(totals.values())}</th>"
-               + "".join(f"<th class=\"num\">{totals[k]}</th>" for k in ("replace", "watch", "ok", "nodata"))
+               + "".join(f"<th class=\"num\">{totals[k]}</th>" for k in STATUSES)
                + "</tr></tbody></table>")
-    out.append(f"<p><strong>{_e(t('estimated', n=report.to_replace()))}</strong></p>")
+    out.append(f"<p><strong>{_e(t('estimated', n=report.to_replace(), m=totals['repair']))}</strong></p>")
+    out.append(_budget_table(report, lang))
     # province-wide ranking
     ranked = sorted((d for c in report.communes for d in c.devices),
                     key=lambda d: -(d.score if d.score is not None else -1))
@@ -176,7 +177,7 @@ def _device_table(devices: Sequence[DeviceRow], lang: str, with_commune: bool = 
                   names: Optional[dict] = None) -> str:
     t = lambda key: texts.t(key, lang)  # noqa: E731
     head = [t("rank")] + ([t("commune")] if with_commune else []) + [
-        t("device"), t("kind"), t("model"), t("location"), t("age"), t("score"), t("reason"), t("status")]
+        t("device"), t("kind"), t("model"), t("location"), t("age"), t("score"), t("reason"), t("action"), t("status")]
     rows = ["<table class=\"devices\"><thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in head)
             + "</tr></thead><tbody>"]
     for i, d in enumerate(devices, 1):
@@ -187,10 +188,44 @@ def _device_table(devices: Sequence[DeviceRow], lang: str, with_commune: bool = 
                   f"<td>{_e(d.model)}</td>", f"<td>{_e(d.location)}</td>", f"<td class=\"num\">{_e(_age(d, lang))}</td>",
                   f"<td class=\"num\">{_e(_score(d, lang))}</td>",
                   f"<td>{_e(texts.label(texts.FACTORS, d.reason, lang))}</td>",
+                  f"<td>{_e(_actions(d, lang))}</td>",
                   f"<td>{_e(texts.t('status_' + d.status, lang))}</td>"]
         rows.append(f"<tr class=\"{d.status}\">" + "".join(cells) + "</tr>")
     rows.append("</tbody></table>")
     return "".join(rows)
+
+
+def _actions(d: DeviceRow, lang: str) -> str:
+    return " + ".join(texts.label(texts.ACTIONS, a, lang) for a in d.actions or ()) or "—"
+
+
+def _budget_table(report: Report, lang: str) -> str:
+    t = lambda key, **kw: texts.t(key, lang, **kw)  # noqa: E731
+    lines = report.budget()
+    out = [f"<h2>{_e(t('budget'))}</h2>"]
+    if not lines:
+        return out[0] + f"<p class=\"muted\">{_e(t('no_actions'))}</p>"
+    prices = report.prices
+    currency = prices.currency if prices else "VND"
+    if prices:
+        out.append(f"<p>{_e(t('budget_intro', source=os.path.basename(prices.source), reviewed=prices.reviewed))}</p>")
+    out.append(f"<table class=\"budget\"><thead><tr><th>{_e(t('action'))}</th><th>{_e(t('kind'))}</th>"
+               f"<th>{_e(t('item'))}</th><th>{_e(t('quantity'))}</th><th>{_e(t('unit_price', currency=currency))}</th>"
+               f"<th>{_e(t('line_total', currency=currency))}</th></tr></thead><tbody>")
+    for line in lines:
+        item = line.unit.item[lang] if line.unit else t("no_price")
+        unit = texts.number(line.unit.price, lang) if line.unit else "—"
+        amount = texts.number(line.total, lang) if line.total is not None else "—"
+        out.append(f"<tr><td>{_e(texts.label(texts.ACTIONS, line.action, lang))}</td>"
+                   f"<td>{_e(texts.label(texts.KINDS, line.kind, lang))}</td><td>{_e(item)}</td>"
+                   f"<td class=\"num\">{line.count}</td><td class=\"num\">{_e(unit)}</td>"
+                   f"<td class=\"num\">{_e(amount)}</td></tr>")
+    out.append(f"<tr><th colspan=\"5\">{_e(t('budget_total'))}</th>"
+               f"<th class=\"num\">{_e(texts.number(budget.total(lines), lang))}</th></tr></tbody></table>")
+    unpriced = sum(1 for line in lines if line.unit is None)
+    if unpriced:
+        out.append(f"<p class=\"muted\">{_e(t('no_price_note', n=unpriced))}</p>")
+    return "".join(out)
 
 
 def _evidence_tables(devices: Sequence[DeviceRow], lang: str) -> str:
@@ -250,13 +285,14 @@ def csv_report(report: Report, lang: str) -> str:
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow([t("commune"), t("device"), t("kind"), t("model"), t("location"), t("age"), t("score"),
-                t("reason"), t("status"), t("factor"), t("value"), t("measured")])
+                t("reason"), t("action"), t("status"), t("factor"), t("value"), t("measured")])
     for c in report.communes:
         for d in c.devices:
             for f in d.factors or [FactorRow("none", None, {})]:
                 w.writerow([c.code, d.device, d.kind, d.model, d.location,
                             f"{d.age_years:.1f}" if d.age_years is not None else "",
-                            f"{d.score:.0f}" if d.score is not None else "", d.reason, d.status, f.name,
+                            f"{d.score:.0f}" if d.score is not None else "", d.reason,
+                            "+".join(d.actions or ()), d.status, f.name,
                             f"{f.level:.3f}" if f.level is not None else "", evidence_text(f, lang)])
     return "\ufeff" + buf.getvalue()
 

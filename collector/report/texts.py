@@ -25,11 +25,28 @@ TEXT: Dict[str, Dict[str, str]] = {
     "kind": {"vi": "Loại thiết bị", "en": "Kind"},
     "devices": {"vi": "Số thiết bị", "en": "Devices"},
     "status_replace": {"vi": "Đề xuất thay", "en": "Replace"},
+    "status_repair": {"vi": "Sửa/nâng cấp", "en": "Repair"},
     "status_watch": {"vi": "Theo dõi", "en": "Watch"},
     "status_ok": {"vi": "Tốt", "en": "Keep"},
     "status_nodata": {"vi": "Chưa có dữ liệu", "en": "No data"},
     "total": {"vi": "Tổng", "en": "Total"},
-    "estimated": {"vi": "Ước tính cần thay: {n} thiết bị.", "en": "Estimated to replace: {n} devices."},
+    "estimated": {"vi": "Ước tính cần thay: {n} thiết bị; cần sửa hoặc nâng cấp: {m} thiết bị.",
+                  "en": "Estimated to replace: {n} devices; to repair or upgrade: {m} devices."},
+    "action": {"vi": "Đề xuất", "en": "Action"},
+    "budget": {"vi": "Dự toán kinh phí", "en": "Budget"},
+    "budget_intro": {"vi": "Số lượng theo đề xuất của từng thiết bị; đơn giá theo bảng giá {source} "
+                           "(rà soát {reviewed}), đã gồm VAT, chỉ để lập kế hoạch.",
+                     "en": "Quantities from each device's recommended action; unit prices from the price table "
+                           "{source} (reviewed {reviewed}), VAT included, for planning only."},
+    "item": {"vi": "Hạng mục", "en": "Item"},
+    "quantity": {"vi": "Số lượng", "en": "Quantity"},
+    "unit_price": {"vi": "Đơn giá ({currency})", "en": "Unit price ({currency})"},
+    "line_total": {"vi": "Thành tiền ({currency})", "en": "Amount ({currency})"},
+    "budget_total": {"vi": "Tổng cộng", "en": "Total"},
+    "no_price": {"vi": "chưa có đơn giá", "en": "no price"},
+    "no_price_note": {"vi": "{n} hạng mục chưa có đơn giá trong bảng giá và không được tính vào tổng.",
+                      "en": "{n} items have no price in the table and are left out of the total."},
+    "no_actions": {"vi": "Không có đề xuất nào trong kỳ.", "en": "Nothing to buy in this period."},
     "commune": {"vi": "Xã/phường", "en": "Commune"},
     "ranked": {"vi": "Thiết bị theo thứ tự ưu tiên thay thế", "en": "Devices ranked for replacement"},
     "rank": {"vi": "Hạng", "en": "Rank"},
@@ -96,7 +113,21 @@ FACTORS = {
     "gateway_loss": {"vi": "Mất gói tới gateway", "en": "Gateway packet loss"},
     "battery_replace": {"vi": "Ắc quy cần thay", "en": "Battery replacement"},
     "battery_runtime": {"vi": "Thời gian lưu điện", "en": "Battery runtime"},
+    # decisive conditions (the device is flagged at once)
+    "disk_failing": {"vi": "Ổ cứng báo hỏng", "en": "Disk failing"},
+    "disk_sectors_growing": {"vi": "Sector lỗi đang tăng", "en": "Bad sectors growing"},
+    "ups_battery_replace": {"vi": "UPS báo thay ắc quy", "en": "UPS asks for a battery"},
+    "printer_maintenance_overdue": {"vi": "Quá hạn bảo dưỡng", "en": "Maintenance overdue"},
+    "router_reboots": {"vi": "Khởi động lại nhiều lần/ngày", "en": "Restarts many times a day"},
     "none": {"vi": "—", "en": "—"},
+}
+
+ACTIONS = {
+    "replace_device": {"vi": "Thay thiết bị mới", "en": "Replace the device"},
+    "replace_disk": {"vi": "Thay ổ SSD", "en": "Replace the disk with an SSD"},
+    "add_memory": {"vi": "Nâng cấp RAM", "en": "Add memory"},
+    "replace_battery": {"vi": "Thay pin/ắc quy", "en": "Replace the battery"},
+    "maintenance_kit": {"vi": "Thay bộ bảo dưỡng", "en": "Replace the maintenance kit"},
 }
 
 # Measured-value sentences per factor; {placeholders} are filled with formatted numbers.

@@ -55,6 +55,25 @@ def build(lang: str) -> dict:
                   column(Text("Score", "Điểm"), steps=SCORE_STEPS, cell="color-background", decimals=0),
                   column(Text("Age", "Tuổi"), unit="s", decimals=1),
                   *[column(text, steps=FACTOR_STEPS, cell="color-text", decimals=2) for _, text in FACTORS]]),
+        row(Text("What to do", "Cần làm gì")),
+        table(Text("Recommended actions", "Đề xuất xử lý"),
+              Text("What each flagged device needs, chosen by the reviewed rules: replace the device, an SSD for "
+                   "its disk, more memory, a new battery or a printer maintenance kit. A failing disk, growing bad "
+                   "sectors, a UPS asking for a battery, overdue printer maintenance or a router restarting many "
+                   "times a day flag a device at once (score 100). The report prices them into a budget.",
+                   "Việc cần làm với từng thiết bị, theo các quy tắc đã rà soát: thay thiết bị, thay ổ SSD, nâng "
+                   "cấp RAM, thay pin/ắc quy hoặc bộ bảo dưỡng máy in. Ổ cứng báo hỏng, sector lỗi tăng, UPS báo "
+                   "thay ắc quy, máy in quá hạn bảo dưỡng hoặc bộ định tuyến khởi động lại nhiều lần trong ngày "
+                   "được đánh dấu ngay (điểm 100). Báo cáo tính thành dự toán kinh phí."),
+              [Q(q.ACTION_TABLE)], unit="none", steps=OK, w=16, h=10, sort=(Text("Score", "Điểm"), True),
+              columns={"commune": Text("Commune", "Mã xã"), "device": Text("Device", "Thiết bị"),
+                       "kind": Text("Kind", "Loại"), "action": Text("Action", "Đề xuất"),
+                       "reason": Text("Reason", "Lý do"), "Value": Text("Score", "Điểm")},
+              cell_overrides=[column(Text("Score", "Điểm"), steps=SCORE_STEPS, cell="color-background", decimals=0)]),
+        bargauge(Text("Actions by kind", "Số đề xuất theo loại"),
+                 Text("How many of each action, by device kind: the quantities of the purchase.",
+                      "Số lượng từng đề xuất theo loại thiết bị: số lượng cần mua."),
+                 [Q(q.ACTIONS_BY_KIND, "{{action}} {{kind}}")], unit="short", steps=OK, min=0, w=8, h=10),
         row(Text("Why", "Lý do")),
         bargauge(Text("Score by device", "Điểm theo thiết bị"),
                  Text("The twenty highest replacement scores.", "Hai mươi điểm thay thế cao nhất."),
