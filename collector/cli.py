@@ -5,8 +5,9 @@
     commune-collector token add --commune CODE --agent NAME [--pull-address HOST:PORT] [-c FILE]
     commune-collector token list [-c FILE]
     commune-collector token revoke ID [-c FILE]
-    commune-collector enroll-key create --commune CODE [--ttl 7d] [-c FILE]
+    commune-collector enroll-key create --commune CODE [--uses N] [--ttl 7d] [-c FILE]
     commune-collector enroll-key list [-c FILE]
+    commune-collector enroll-key revoke ID [-c FILE]
     commune-collector SUBCOMMAND ...      (see SUBCOMMANDS)
 """
 from __future__ import annotations
@@ -179,14 +180,21 @@ def enroll_key_main(argv: List[str]) -> int:
     from collector.state import StateError, check_name
 
     p = argparse.ArgumentParser(prog="commune-collector enroll-key",
-                                description="One-time enrollment keys: an agent trades one for its own token.")
+                                description="Enrollment keys: an agent trades one for its own token; a key "
+                                            "serves one PC or, with --uses, a commune's roll-out.")
     sub = p.add_subparsers(dest="action", required=True)
-    create = sub.add_parser("create", help="create a one-time key bound to a commune and print it once")
-    create.add_argument("--commune", required=True, help="commune code the enrolled agent writes as")
-    create.add_argument("--ttl", default="7d", help="how long the key stays valid (default 7d)")
+    create = sub.add_parser("create", help="create a key bound to a commune and print it once")
+    create.add_argument("--commune", required=True, help="commune code the enrolled agents write as")
+    create.add_argument("--uses", type=int, default=1,
+                        help="how many agents may enroll with it (default 1; e.g. 60 for a commune's PCs)")
+    create.add_argument("--ttl", "--expires", dest="ttl", default="7d",
+                        help="how long the key stays valid (default 7d)")
     _state_args(create)
     lst = sub.add_parser("list", help="list keys (never the secrets)")
     _state_args(lst)
+    revoke = sub.add_parser("revoke", help="stop a key enrolling more agents (those enrolled keep their tokens)")
+    revoke.add_argument("id", help="key id, as enroll-key list shows it")
+    _state_args(revoke)
     args = p.parse_args(argv)
 
     store = _store(args)
@@ -201,17 +209,25 @@ def enroll_key_main(argv: List[str]) -> int:
                 raise StateError(f"--ttl: {exc}") from None
             if ttl <= 0:
                 raise StateError("--ttl: must be greater than 0s")
-            record, key = store.add_enroll_key(args.commune, ttl)
+            record, key = store.add_enroll_key(args.commune, ttl, args.uses)
+            uses = "once" if args.uses == 1 else f"by {args.uses} agents"
             print(f"enrollment key {record['id']} for commune {record['commune']}, valid until "
-                  f"{_when(record['expires'])} UTC, usable once; shown once:", file=sys.stderr)
+                  f"{_when(record['expires'])} UTC, usable {uses}; shown once:", file=sys.stderr)
             print(key)
+        elif args.action == "revoke":
+            record = store.revoke_enroll_key(args.id)
+            print(f"revoked enrollment key {record['id']} of commune {record['commune']} "
+                  f"({len(record['used_by'])} of {record['uses']} uses spent; those agents keep their tokens)")
         else:
             now = time.time()
-            print(f"{'ID':<14} {'COMMUNE':<12} {'EXPIRES (UTC)':<20} STATE")
+            print(f"{'ID':<14} {'COMMUNE':<12} {'EXPIRES (UTC)':<20} {'USES':<9} STATE")
             for r in store.list_enroll_keys():
-                state = (f"used by {r['used_by']}" if r.get("used") else
-                         "expired" if r["expires"] <= now else "unused")
-                print(f"{r['id']:<14} {r['commune']:<12} {_when(r['expires']):<20} {state}")
+                spent = len(r["used_by"])
+                state = ("revoked" if r.get("revoked") else "used up" if spent >= r["uses"] else
+                         "expired" if r["expires"] <= now else "usable")
+                last = f"; last: {r['used_by'][-1]}" if spent else ""
+                uses = f"{spent}/{r['uses']}"
+                print(f"{r['id']:<14} {r['commune']:<12} {_when(r['expires']):<20} {uses:<9} {state}{last}")
     except StateError as exc:
         print(f"commune-collector enroll-key {args.action}: {exc}", file=sys.stderr)
         return 1

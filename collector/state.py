@@ -32,6 +32,8 @@ STATE_FILE = "tokens.json"
 LOCK_FILE = "tokens.lock"
 TOKEN_PREFIX = "cmt_"
 ENROLL_PREFIX = "cme_"
+# A commune with 50 PCs (the largest seen) and spares; a key for more is a key for a province.
+MAX_KEY_USES = 200
 
 
 
@@ -221,27 +223,44 @@ class Store:
 
     # ------------------------------------------------------------ enrollment keys
 
-    def add_enroll_key(self, commune: str, ttl: float) -> Tuple[dict, str]:
+    def add_enroll_key(self, commune: str, ttl: float, uses: int = 1) -> Tuple[dict, str]:
+        """A key for ``uses`` agents of ``commune`` (one per PC, or one for a commune's roll-out)."""
         check_name("commune", commune)
+        if not 1 <= uses <= MAX_KEY_USES:
+            raise StateError(f"--uses: must be from 1 to {MAX_KEY_USES}, got {uses}")
         key = ENROLL_PREFIX + secrets.token_urlsafe(32)
         now = self.clock()
         record = {"id": _new_id("k-"), "sha256": digest(key), "commune": commune, "created": now,
-                  "expires": now + ttl, "used": None, "used_by": None}
+                  "expires": now + ttl, "uses": uses, "used_by": [], "used": None, "revoked": None}
         with self._locked():
             data = self._read()
             data["enroll_keys"].append(record)
             self._write(data)
         return _public(record), key
 
+    def revoke_enroll_key(self, key_id: str) -> dict:
+        """No further agent can enroll with it; the agents it enrolled keep their tokens."""
+        with self._locked():
+            data = self._read()
+            for k in data["enroll_keys"]:
+                if k["id"] == key_id:
+                    if k.get("revoked"):
+                        raise StateError(f"enrollment key {key_id} is already revoked")
+                    k["revoked"] = self.clock()
+                    self._write(data)
+                    return _public(k)
+        raise StateError(f"no enrollment key with id {key_id!r} (see: commune-collector enroll-key list)")
+
     def list_enroll_keys(self) -> List[dict]:
-        return [_public(k) for k in self._read()["enroll_keys"]]
+        return [_public(_key_record(k)) for k in self._read()["enroll_keys"]]
 
     def enroll(self, key: str, agent: str, pull_address: str = "", replace: bool = False) -> Tuple[dict, str]:
-        """Trade a valid, unused, unexpired key for a new token of ``agent`` in the key's commune.
+        """Trade a valid key with uses left, unexpired and not revoked, for a new token of ``agent``
+        in the key's commune.
 
-        The key is spent in the same locked write that stores the token. Raises StateError
-        (one message for unknown, used and expired keys: nothing to learn by guessing), or
-        NameTaken when the name has a live token and not ``replace`` (the key is then not spent).
+        One use is spent in the same locked write that stores the token. Raises StateError (one
+        message for unknown, used up, expired and revoked keys: nothing to learn by guessing), or
+        NameTaken when the name has a live token and not ``replace`` (no use is then spent).
         """
         check_name("agent", agent)
         if pull_address:
@@ -253,15 +272,26 @@ class Store:
             found = None
             for k in data["enroll_keys"]:
                 if hmac.compare_digest(k["sha256"], wanted):
-                    found = k
-            if found is None or found.get("used") or found["expires"] <= now:
-                raise StateError("enrollment key is unknown, already used or expired")
+                    found = _key_record(k)
+            if (found is None or len(found["used_by"]) >= found["uses"] or found["expires"] <= now
+                    or found.get("revoked")):
+                raise StateError("enrollment key is unknown, used up, expired or revoked")
             self._claim(data, found["commune"], agent, replace)
-            found["used"] = now
-            found["used_by"] = agent
+            found["used"] = now  # the last use
+            found["used_by"].append(agent)
             record, token = self._new_token(data, found["commune"], agent, pull_address, f"enroll:{found['id']}")
             self._write(data)
         return _public(record), token
+
+
+def _key_record(k: dict) -> dict:
+    """An enrollment key in the current form, in place: keys written before multi-use keys had
+    ``used_by`` as one name (or None) and no ``uses``: they were one-time keys."""
+    if not isinstance(k.get("used_by"), list):
+        k["used_by"] = [k["used_by"]] if k.get("used_by") else []
+    k.setdefault("uses", 1)
+    k.setdefault("revoked", None)
+    return k
 
 
 def _public(record: dict) -> dict:

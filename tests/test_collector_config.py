@@ -212,19 +212,74 @@ def test_enroll_key_one_time_bound_to_commune_with_expiry(tmp_path):
     record, token = store.enroll(key, "pc-01")
     assert record["commune"] == "26734" and record["agent"] == "pc-01"
     assert store.authenticate(token).commune == "26734"
-    with pytest.raises(StateError, match="enrollment key is unknown, already used or expired"):
+    with pytest.raises(StateError, match="enrollment key is unknown, used up, expired or revoked"):
         store.enroll(key, "pc-02")
     listed = run_cli("enroll-key", "list", "--state.dir", state)
-    assert "used by pc-01" in listed.stdout
+    assert "1/1" in listed.stdout and "used up; last: pc-01" in listed.stdout
 
     clock = [time.time()]
     timed = Store(str(tmp_path / "s2"), clock=lambda: clock[0])
     _rec, key2 = timed.add_enroll_key("26734", 60)
     clock[0] += 61
-    with pytest.raises(StateError, match="already used or expired"):
+    with pytest.raises(StateError, match="used up, expired or revoked"):
         timed.enroll(key2, "pc-03")
     bad_ttl = run_cli("enroll-key", "create", "--commune", "26734", "--ttl", "soon", "--state.dir", state)
     assert bad_ttl.returncode == 1 and "--ttl: expected a duration" in bad_ttl.stderr
+
+
+def test_a_commune_key_enrolls_up_to_its_uses_and_can_be_revoked(tmp_path):
+    state = tmp_path / "state"
+    res = run_cli("enroll-key", "create", "--commune", "09667", "--uses", "3", "--expires", "14d",
+                  "--state.dir", state)
+    assert res.returncode == 0, res.stderr
+    assert "usable by 3 agents" in res.stderr
+    key = res.stdout.strip()
+    store = Store(str(state))
+    tokens = [store.enroll(key, f"pc-{i:02d}")[1] for i in range(2)]
+    assert {store.authenticate(t).agent for t in tokens} == {"pc-00", "pc-01"}
+    listed = run_cli("enroll-key", "list", "--state.dir", state).stdout
+    assert "2/3" in listed and "usable; last: pc-01" in listed
+    [record] = store.list_enroll_keys()
+    assert record["used_by"] == ["pc-00", "pc-01"] and record["uses"] == 3
+    # a name in use is refused without spending a use
+    with pytest.raises(Exception, match="pc-01"):
+        store.enroll(key, "pc-01")
+    assert store.list_enroll_keys()[0]["used_by"] == ["pc-00", "pc-01"]
+    store.enroll(key, "pc-02")
+    with pytest.raises(StateError, match="used up"):
+        store.enroll(key, "pc-03")
+
+    res = run_cli("enroll-key", "create", "--commune", "09667", "--uses", "60", "--state.dir", state)
+    key60 = res.stdout.strip()
+    kid = [k["id"] for k in store.list_enroll_keys() if k["uses"] == 60][0]
+    store.enroll(key60, "pc-10")
+    revoked = run_cli("enroll-key", "revoke", kid, "--state.dir", state)
+    assert revoked.returncode == 0 and "1 of 60 uses spent; those agents keep their tokens" in revoked.stdout
+    with pytest.raises(StateError, match="revoked"):
+        store.enroll(key60, "pc-11")
+    assert store.authenticate(tokens[0]).agent == "pc-00"  # enrolled agents are not touched
+    assert [t for t in [store.authenticate(x) for x in tokens] if t is None] == []
+    again = run_cli("enroll-key", "revoke", kid, "--state.dir", state)
+    assert again.returncode == 1 and "already revoked" in again.stderr
+    bad = run_cli("enroll-key", "create", "--commune", "09667", "--uses", "0", "--state.dir", state)
+    assert bad.returncode == 1 and "--uses: must be from 1 to 200, got 0" in bad.stderr
+
+
+def test_keys_written_before_multi_use_keys_still_read(tmp_path):
+    import json
+
+    store = Store(str(tmp_path / "st"))
+    _rec, key = store.add_enroll_key("09667", 3600)
+    path = tmp_path / "st" / "tokens.json"
+    data = json.loads(path.read_text())
+    for k in data["enroll_keys"]:  # the form of the previous release: one name, no uses, no revoked
+        k["used_by"] = None
+        del k["uses"], k["revoked"]
+    path.write_text(json.dumps(data))
+    assert store.list_enroll_keys()[0]["uses"] == 1
+    store.enroll(key, "pc-01")
+    with pytest.raises(StateError, match="used up"):
+        store.enroll(key, "pc-02")
 
 
 def test_state_changes_by_cli_are_seen_by_a_running_store(tmp_path):

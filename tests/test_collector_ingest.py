@@ -494,7 +494,7 @@ def test_enrollment_then_push_and_http_sd_scraped_by_prometheus(tmp_path, dead_u
         assert Store(str(state)).authenticate(reply["token"]).agent == "pc-tiepnhan-01"
         # one time only; wrong keys and bad requests
         assert post_json(url + "/api/v1/enroll", {"key": key, "agent": "pc-2"}) == (
-            403, {"error": "enrollment key is unknown, already used or expired"})
+            403, {"error": "enrollment key is unknown, used up, expired or revoked"})
         assert post_json(url + "/api/v1/enroll", {"key": "cme_nope", "agent": "pc-2"})[0] == 403
         assert post_json(url + "/api/v1/enroll", {"agent": "pc-2"})[0] == 400
         assert post_json(url + "/api/v1/enroll", {"key": key, "agent": "bad name!"}) == (
