@@ -24,7 +24,7 @@ import cramjam
 # Valid names: the one definition in agent/names.py (re-exported here for the collector).
 from agent.names import LABEL_NAME_RE, METRIC_NAME_RE
 
-__all__ = ["HEADERS", "RemoteWriteError", "encode", "decode", "serialize", "check_labels", "compress", "decompress",
+__all__ = ["HEADERS", "AGENT_TIME_HEADER", "RemoteWriteError", "encode", "decode", "serialize", "check_labels", "compress", "decompress",
            "WriteRequest", "PROTO_FILE"]
 
 PROTO_FILE = __file__.rsplit(".", 1)[0] + ".proto"
@@ -36,6 +36,10 @@ HEADERS = {
     "Content-Type": "application/x-protobuf",
     "X-Prometheus-Remote-Write-Version": "0.1.0",
 }
+# The agent's wall clock when it sent the request (Unix seconds): the collector compares it with
+# its own clock and exports the difference (commune_agent_clock_skew_seconds), so a PC whose clock
+# is wrong is seen before its samples are refused as too far ahead.
+AGENT_TIME_HEADER = "X-Commune-Agent-Time"
 
 Series = Tuple[Mapping[str, str], Sequence[Tuple[float, int]]]
 

@@ -295,6 +295,7 @@ class Shipper:
                 return 0.0
         body = remote_write.compress(b"".join(parts))
         headers = dict(remote_write.HEADERS)
+        headers[remote_write.AGENT_TIME_HEADER] = f"{self.clock():.3f}"
         if token:
             headers["Authorization"] = f"Bearer {token}"
         try:

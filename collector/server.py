@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import math
 import logging
 import platform
 import ssl
@@ -42,7 +43,7 @@ from aiohttp import web
 
 from agent.basic_auth import BasicAuth
 from agent.exposition import CONTENT_TYPE, render
-from agent.remote_write import RemoteWriteError, encode
+from agent.remote_write import AGENT_TIME_HEADER, RemoteWriteError, encode
 from agent.samples import Sample, sample
 from agent.shutdown import stop_on_signals
 from collector import __version__
@@ -89,6 +90,8 @@ class Stats:
         self.enrollments: Dict[str, int] = {}
         self.bad_pull_addresses: set = set()  # token ids already logged
         self.last_push: Dict[Tuple[str, str], float] = {}
+        self.clock_skew: Dict[Tuple[str, str], float] = {}  # agent's clock minus ours, last request
+        self.agent_dropped: Dict[Tuple[str, str, str], int] = {}  # (commune, agent, reason): time bounds
         self.dropped: Dict[str, int] = {r: 0 for r in ("too_old", "in_future", "invalid", "upstream_rejected")}
 
     def request(self, handler: str, code: int, seconds: float) -> None:
@@ -184,6 +187,7 @@ class Collector:
         if identity is None:
             return self._text(401, "missing, unknown or revoked agent token", "unauthorized",
                               **{"WWW-Authenticate": 'Bearer realm="commune-collector"'})
+        self._note_clock(request, identity)
         limits = self.config.limits
         if self.inflight >= limits.max_concurrent_requests:
             return self._text(429, "too many write requests in progress; retry later", "limits",
@@ -261,6 +265,10 @@ class Collector:
                         who, "; ".join(result.errors))
         if result.too_old or result.in_future:
             dropped["too_old"], dropped["in_future"] = result.too_old, result.in_future
+            for reason, n in (("too_old", result.too_old), ("in_future", result.in_future)):
+                if n:
+                    key = (identity.commune, identity.agent, reason)
+                    st.agent_dropped[key] = st.agent_dropped.get(key, 0) + n
             reasons.append(f"older than limits.max_sample_age {_dur(limits.max_sample_age)}: {result.too_old}, "
                            f"ahead of the collector's clock by more than limits.max_clock_skew "
                            f"{_dur(limits.max_clock_skew)}: {result.in_future} (is the agent's clock right?)")
@@ -299,6 +307,19 @@ class Collector:
         return web.Response(status=200, text=f"accepted {result.samples - lost} of {result.samples} samples; "
                                              f"dropped {lost}: " + "; ".join(reasons) + "\n",
                             headers={DROPPED_HEADER: str(lost)})
+
+    def _note_clock(self, request: web.Request, identity) -> None:
+        """The agent's clock against ours, from the time it says it sent the request (the headers
+        arrive first: the link's one-way delay, under a second, is the error)."""
+        text = request.headers.get(AGENT_TIME_HEADER)
+        if text is None:
+            return
+        try:
+            sent = float(text)
+        except ValueError:
+            return
+        if math.isfinite(sent) and 0 < sent < 1e11:
+            self.stats.clock_skew[(identity.commune, identity.agent)] = sent - self.clock()
 
     def _pushed(self, identity) -> None:
         self.stats.last_push[(identity.commune, identity.agent)] = self.clock()
@@ -498,6 +519,11 @@ class Collector:
             out.append(sample("commune_collector_agent_info", 1, commune=commune, agent=agent))
         for (commune, agent), ts in sorted(st.last_push.items()):
             out.append(sample("commune_agent_last_push_timestamp_seconds", ts, commune=commune, agent=agent))
+        for (commune, agent), skew in sorted(st.clock_skew.items()):
+            out.append(sample("commune_agent_clock_skew_seconds", round(skew, 3), commune=commune, agent=agent))
+        for (commune, agent, reason), n in sorted(st.agent_dropped.items()):
+            out.append(sample("commune_collector_agent_samples_dropped_total", n, commune=commune, agent=agent,
+                              reason=reason))
         fleet = self.fleet()
         if fleet is not None:
             from collector.fleet import fleet_samples

@@ -337,6 +337,36 @@ def test_samples_outside_the_time_range_are_dropped_and_counted(collector):
     assert metric_value(metrics, "commune_collector_samples_dropped_total", reason="too_old") == 2
     assert metric_value(metrics, "commune_collector_samples_dropped_total", reason="in_future") == 1
     assert metric_value(metrics, "commune_collector_rejected_requests_total", reason="out_of_range") == 1
+    # the agent with the wrong clock is named
+    assert metric_value(metrics, "commune_collector_agent_samples_dropped_total", commune="c1",
+                        agent="pc-wrong-clock", reason="too_old") == 2
+    assert metric_value(metrics, "commune_collector_agent_samples_dropped_total", commune="c1",
+                        agent="pc-wrong-clock", reason="in_future") == 1
+
+
+def test_the_clock_skew_of_each_agent_is_measured_from_its_send_time(collector):
+    url, state, _prom, _proc = collector
+    ahead = add_token(state, "c1", "pc-ahead")
+    behind = add_token(state, "c1", "pc-behind")
+    ts = now_ms()
+    status, _ = post(url + "/api/v1/write", encode([series("skew_metric", 1, ts)]), ahead,
+                     headers={"X-Commune-Agent-Time": f"{time.time() + 300:.3f}"})
+    assert status == 204
+    # refused samples still tell the skew: it is measured before the body is read
+    status, _ = post(url + "/api/v1/write", encode([series("skew_metric", 1, 946684800000)]), behind,
+                     headers={"X-Commune-Agent-Time": f"{time.time() - 86400:.3f}"})
+    assert status == 400
+    # a header that is not a time changes nothing
+    assert post(url + "/api/v1/write", encode([series("skew_metric", 2, ts + 1)]), ahead,
+                headers={"X-Commune-Agent-Time": "soon"})[0] == 204
+    metrics = collector_metrics(url)
+    skew_ahead = metric_value(metrics, "commune_agent_clock_skew_seconds", commune="c1", agent="pc-ahead")
+    skew_behind = metric_value(metrics, "commune_agent_clock_skew_seconds", commune="c1", agent="pc-behind")
+    assert 299 < skew_ahead <= 300 and -86401 < skew_behind <= -86399
+    # an unknown token is not measured
+    post(url + "/api/v1/write", encode([series("skew_metric", 1, ts)]), "cmt_nope",
+         headers={"X-Commune-Agent-Time": "1"})
+    assert "pc-nope" not in collector_metrics(url)
 
 
 # ---------------------------------------------------------------- upstreams: several, down, refusing
@@ -575,7 +605,11 @@ def test_collector_metrics_are_catalogued_and_served(tmp_path, prom):
                                        extra={"fleet_file": str(FLEET_EXAMPLE)})
     try:
         token = add_token(state, "c1", "a1")
-        assert post(url + "/api/v1/write", encode([series("m", 1, now_ms())]), token)[0] == 204
+        assert post(url + "/api/v1/write", encode([series("m", 1, now_ms())]), token,
+                    headers={"X-Commune-Agent-Time": f"{time.time():.3f}"})[0] == 204
+        # one sample too old: the per-agent drop counter exists from the first drop
+        assert post(url + "/api/v1/write", encode([series("m", 1, now_ms()), series("m", 1, 946684800000, x="1")]),
+                    token)[0] == 200
         text = collector_metrics(url)
     finally:
         proc.stop()

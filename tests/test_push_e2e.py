@@ -306,6 +306,11 @@ def test_enroll_then_push_through_the_collector(tmp_path):
         res = wait_until(lambda: prom_query(prom_url, 'commune_agent_queue_batches{commune="09667",agent="pc-test"}'),
                          30, what="the agent's samples through the collector, stamped with its identity")
         assert res
+        # the agent says when it sent each push: its clock (this machine's) matches the collector's
+        from tests.test_collector_ingest import collector_metrics, metric_value
+
+        skew = metric_value(collector_metrics(curl), "commune_agent_clock_skew_seconds", commune="09667", agent="pc-test")
+        assert skew is not None and abs(skew) < 5
         again = subprocess.run(agent_command() + ["enroll", "--collector", curl, "--key", key, "-c", str(config)],
                                capture_output=True, text=True, timeout=60)
         assert again.returncode == 1 and "HTTP 403" in again.stderr  # one-time key
