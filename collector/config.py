@@ -6,6 +6,7 @@ converted, secrets never print, and every problem is reported with its path and 
 from __future__ import annotations
 
 import os
+import re
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,11 @@ class BasicAuth:
             yield "username", "must not be empty"
 
 
+_HEADER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
+_RESERVED_HEADERS = {"authorization", "content-type", "content-encoding", "content-length", "host",
+                     "user-agent", "x-prometheus-remote-write-version", "transfer-encoding", "connection"}
+
+
 @dataclass
 class Upstream:
     """One remote-write receiver every accepted request is forwarded to."""
@@ -80,6 +86,10 @@ class Upstream:
     # CA bundle to verify an https upstream; empty: the system's.
     tls_ca_file: str = ""
     tls_insecure_skip_verify: bool = False
+    # Extra headers on every request, e.g. the tenant of a multi-tenant store:
+    # {X-Scope-OrgID: phu-tho} (Mimir, Cortex, Loki-style) or {AccountID: "12"}; values may come
+    # from the environment (${TENANT}) and are never logged.
+    headers: Dict[str, Secret] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -93,6 +103,14 @@ class Upstream:
             return
         if parsed.username or parsed.password:
             yield "url", "credentials in the URL would show in logs and metrics: use basic_auth or bearer_token"
+        for name, value in self.headers.items():
+            if not _HEADER_NAME.fullmatch(name):
+                yield f"headers.{name}", "expected an HTTP header name (letters, digits and -)"
+            elif name.lower() in _RESERVED_HEADERS:
+                yield f"headers.{name}", ("set by the collector itself (remote write, authentication); "
+                                          "use bearer_token or basic_auth for credentials")
+            elif any(c in value.reveal() for c in "\r\n\0"):
+                yield f"headers.{name}", "the value must be one line (no CR, LF or NUL)"
         try:
             parsed.port
         except ValueError:

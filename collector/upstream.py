@@ -77,7 +77,8 @@ class UpstreamClient:
     def __init__(self, cfg: Upstream):
         self.cfg = cfg
         self.name = cfg.name
-        self.headers = dict(HEADERS)
+        self.headers = {name: value.reveal() for name, value in cfg.headers.items()}  # tenant etc.
+        self.headers.update(HEADERS)
         self.headers["User-Agent"] = "commune-collector"
         self.auth: Optional[aiohttp.BasicAuth] = None
         if cfg.bearer_token is not None:

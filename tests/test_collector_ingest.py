@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import ssl
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -490,6 +491,70 @@ def test_upstream_refusing_one_sample_loses_only_that_series(tmp_path):
     finally:
         proc.stop()
         prom_proc.stop()
+
+
+class _RecordingReceiver:
+    """A remote-write receiver on loopback that keeps the path and headers of every request: what a
+    multi-tenant store (Mimir, a VictoriaMetrics cluster) would be told."""
+
+    def __init__(self):
+        import http.server
+
+        seen = self.seen = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                seen.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_tenant_headers_and_paths_reach_each_upstream(tmp_path, monkeypatch):
+    a, b = _RecordingReceiver(), _RecordingReceiver()
+    monkeypatch.setenv("TENANT_SECRET", "phu-tho-7f3a")
+    upstreams = [{"url": a.url + "/api/v1/push", "timeout": "5s", "headers": {"X-Scope-OrgID": "${TENANT_SECRET}"}},
+                 {"url": b.url + "/insert/25/prometheus/api/v1/write", "timeout": "5s"}]
+    proc, url, state = start_collector(tmp_path, [], extra={"upstreams": upstreams, "upstream_check_interval": "0s"})
+    try:
+        token = add_token(state, "25", "pc-1")
+        assert post(url + "/api/v1/write", encode([series("tenant_metric", 1, now_ms())]), token)[0] == 204
+        metrics = collector_metrics(url)
+    finally:
+        proc.stop()
+        a.close()
+        b.close()
+    [(path_a, headers_a)] = a.seen
+    [(path_b, headers_b)] = b.seen
+    assert path_a == "/api/v1/push" and headers_a["x-scope-orgid"] == "phu-tho-7f3a"
+    assert headers_a["content-encoding"] == "snappy" and headers_a["x-prometheus-remote-write-version"] == "0.1.0"
+    assert path_b == "/insert/25/prometheus/api/v1/write" and "x-scope-orgid" not in headers_b
+    log = (tmp_path / "collector.log").read_text()
+    assert "phu-tho-7f3a" not in log and "phu-tho-7f3a" not in metrics
+
+
+def test_upstream_headers_are_checked():
+    from collector.config import Upstream
+    from agent.schema import Secret
+
+    problems = dict(Upstream("http://127.0.0.1:1/w", headers={
+        "X-Scope-OrgID": Secret("ok"), "Authorization": Secret("Bearer x"), "bad name": Secret("v"),
+        "X-Two": Secret("a\r\nInjected: 1")}).validate())
+    assert "headers.X-Scope-OrgID" not in problems
+    assert "set by the collector itself" in problems["headers.Authorization"]
+    assert "expected an HTTP header name" in problems["headers.bad name"]
+    assert "must be one line" in problems["headers.X-Two"]
 
 
 # ---------------------------------------------------------------- enrollment, http_sd, TLS, basic auth
