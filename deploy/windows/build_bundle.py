@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import email.parser
 import hashlib
-import os
 import re
 import shutil
 import subprocess
@@ -34,11 +33,9 @@ from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Set, Tuple
 
 try:
-    from packaging.markers import Marker
     from packaging.requirements import Requirement
     from packaging.utils import canonicalize_name, parse_wheel_filename
 except ImportError:  # pip always carries a copy; packaging itself may not be installed
-    from pip._vendor.packaging.markers import Marker  # type: ignore[no-redef]
     from pip._vendor.packaging.requirements import Requirement  # type: ignore[no-redef]
     from pip._vendor.packaging.utils import canonicalize_name, parse_wheel_filename  # type: ignore[no-redef]
 
