@@ -183,11 +183,14 @@ def unmet(wheelhouse: Path, root: Requirement, env: Dict[str, str]) -> Tuple[Lis
     return missing, used
 
 
-def download(requirements: List[str], wheelhouse: Path, arch: str, python_version: str) -> None:
-    args = ["download", "--only-binary=:all:", "--platform", arch, "--python-version", python_version,
+def download_args(requirements: List[str], wheelhouse: Path, arch: str, python_version: str) -> List[str]:
+    return ["download", "--only-binary=:all:", "--platform", arch, "--python-version", python_version,
             "--implementation", "cp", "--disable-pip-version-check", "-d", str(wheelhouse), *requirements]
+
+
+def download(requirements: List[str], wheelhouse: Path, arch: str, python_version: str) -> None:
     try:
-        run_pip(args, f"pip download for {arch}")
+        run_pip(download_args(requirements, wheelhouse, arch, python_version), f"pip download for {arch}")
     except IndexUnreachable:
         raise
     except BundleError as exc:
@@ -218,6 +221,14 @@ def build_wheelhouse(wheelhouse: Path, arch: str, python_version: str, full_vers
                      extras: List[str]) -> Tuple[Path, Path, Dict[str, Path]]:
     """Project wheel + Windows wheels of its dependencies + pip. Returns (project wheel, pip wheel, used)."""
     wheelhouse.mkdir(parents=True)
+    # pip itself first: every index has it, so failing to get it means no index is reachable (pip
+    # says only "from versions: none" when it retries nothing, e.g. with PIP_RETRIES=0).
+    try:
+        run_pip(download_args(["pip"], wheelhouse, arch, python_version), "pip download of pip")
+    except IndexUnreachable:
+        raise
+    except BundleError as exc:
+        raise IndexUnreachable(f"no package index is reachable: pip download cannot get even pip\n{exc}") from None
     # From a clean copy: setuptools reuses an existing build/ folder, which can still hold modules
     # deleted since, and building in place would leave build/ and *.egg-info in the checkout.
     source = wheelhouse.parent.parent / "source"
@@ -234,7 +245,7 @@ def build_wheelhouse(wheelhouse: Path, arch: str, python_version: str, full_vers
     env = windows_environment(full_version, arch)
     root = Requirement(f"{metadata['Name']}[{','.join(extras)}]=={metadata['Version']}")
     first = [str(r).split(";")[0].strip() for r in requirements_for(metadata, extras, env)]
-    download([*first, "pip"], wheelhouse, arch, python_version)
+    download(first, wheelhouse, arch, python_version)
     # pip resolved the dependencies' own dependencies under this machine's markers: fetch
     # whatever Windows needs besides, until nothing is missing.
     for _ in range(10):
