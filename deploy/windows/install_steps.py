@@ -158,7 +158,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     w = sub.add_parser("write-config")
     w.add_argument("--out", required=True)
     w.add_argument("--collector", default="")
-    w.add_argument("--account", default="LocalService")
+    w.add_argument("--account", default="LocalSystem")
     w.add_argument("--state-dir", required=True)
     w.add_argument("--bundle-id", default="")
     sub.add_parser("enrolled").add_argument("config")
