@@ -1,7 +1,7 @@
 """``commune-agent service install|remove|start|stop|status``: the agent as a Windows service.
 
-Uses pywin32 (``pip install commune-monitor[windows]``), imported only here and only on
-Windows. The service runs as a low-privilege account (``NT AUTHORITY\\LocalService`` by default),
+Uses pywin32 (``pip install commune-monitor[windows]``), imported only here and in the WMI seam
+(``agent/inputs/wmi.py``), and only on Windows. The service runs as a low-privilege account (``NT AUTHORITY\\LocalService`` by default),
 reads ``%ProgramData%\\commune-monitor\\agent.yaml`` and keeps its queue under
 ``%ProgramData%\\commune-monitor\\agent``. Stopping the service sets the agent's stop event, the
 same clean shutdown as SIGTERM on Linux.
@@ -9,6 +9,11 @@ same clean shutdown as SIGTERM on Linux.
 ICMP on Windows: icmplib needs raw sockets there, which LocalService does not have; the ICMP
 input then reports a clear error at start and the other inputs run. Install with
 ``--account LocalSystem`` where gateway/ISP latency from the PC matters more than least privilege.
+
+Disk health over WMI (the smart input without smartctl, ``agent/inputs/windisk.py``): the disk
+reliability counters (wear, temperature, errors) and the driver's failure prediction are expected
+to need Administrator rights, so under LocalService they are refused (logged once per disk) and
+only Windows' health verdict per disk remains; ``--account LocalSystem`` gives all of them.
 """
 from __future__ import annotations
 

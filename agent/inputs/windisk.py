@@ -2,7 +2,7 @@
 
 Part of the ``smart`` input (``agent/inputs/smart.py`` chooses it, see ``source`` there): on a
 default install there is no smartctl, but Windows 8 and later read the disks' health and
-reliability counters themselves. Three sources, all built in, read as LocalSystem (the service):
+reliability counters themselves. Three sources, all built in:
 
 - ``root\\Microsoft\\Windows\\Storage`` ``MSFT_PhysicalDisk``: ``DeviceId`` (the disk number N of
   ``\\\\.\\PhysicalDriveN``), ``FriendlyName``, ``SerialNumber``, ``FirmwareVersion``, ``BusType``,
@@ -30,6 +30,12 @@ They become the series smartctl gives, under the same names and the same ``devic
 failure; 1 when it is ``Healthy`` or ``Warning`` otherwise (a warning alone, e.g. ``In
 Maintenance`` or a transient error, is not a failure prediction; ``commune_disk_health_status``
 shows it) or the driver's verdict is "no failure"; absent when nothing is known.
+
+Rights: Microsoft documents no access rule per class. Reading the reliability counters
+(``Get-StorageReliabilityCounter``) and ``MSStorageDriver_FailurePredictStatus`` is expected to need
+Administrator rights: under the service's default LocalService account they are refused, logged
+once per disk, and the disk keeps its health verdict and facts from ``MSFT_PhysicalDisk``; the
+service installed with ``--account LocalSystem`` reads everything. (Not verified on Windows here.)
 
 Not read here: reallocated and pending sector counts (Windows does not expose the ATA attribute
 table through the Storage API). ``PowerOnHours`` is a UInt16 in the class: it stops at 65535 hours.
