@@ -6,6 +6,7 @@ run here."""
 from __future__ import annotations
 
 import logging
+import sys
 
 import pytest
 
@@ -266,6 +267,59 @@ def test_source_is_validated():
     with pytest.raises(ConfigErrors) as exc:
         load_model(Config, {"source": "wmic"}, path="smart")
     assert "smart.source: must be one of auto, smartctl, wmi, got 'wmic'" in [str(e) for e in exc.value.errors]
+
+
+class _ComError(Exception):
+    pass
+
+
+def fake_pywin32(monkeypatch, objects=None, error=None):
+    """pythoncom, pywintypes and win32com.client as far as agent.inputs.wmi uses them."""
+    import types
+
+    events = []
+    pythoncom = types.SimpleNamespace(CoInitialize=lambda: events.append("init"),
+                                      CoUninitialize=lambda: events.append("uninit"))
+    prop = lambda name, value: types.SimpleNamespace(Name=name, Value=value)
+
+    class Service:
+        def ExecQuery(self, wql, language, flags):  # noqa: N802 (COM names)
+            events.append(("query", wql, language, flags))
+            if error is not None:
+                raise error
+            return [types.SimpleNamespace(Properties_=[prop(k, v) for k, v in o.items()]) for o in objects or []]
+
+    def get_object(moniker):
+        events.append(("moniker", moniker))
+        return Service()
+
+    client = types.SimpleNamespace(GetObject=get_object)
+    monkeypatch.setitem(sys.modules, "pythoncom", pythoncom)
+    monkeypatch.setitem(sys.modules, "pywintypes", types.SimpleNamespace(com_error=_ComError))
+    monkeypatch.setitem(sys.modules, "win32com", types.SimpleNamespace(client=client))
+    monkeypatch.setitem(sys.modules, "win32com.client", client)
+    return events
+
+
+def test_wmi_query_through_pywin32(monkeypatch):
+    events = fake_pywin32(monkeypatch, [{"DeviceId": "0", "OperationalStatus": (2, 5), "Size": "500107862016"}])
+    rows = wmi.query("root\\Microsoft\\Windows\\Storage", "SELECT * FROM MSFT_PhysicalDisk")
+    assert rows == [{"DeviceId": "0", "OperationalStatus": [2, 5], "Size": "500107862016"}]
+    assert events == ["init", ("moniker", "winmgmts:{impersonationLevel=impersonate}!\\\\.\\root\\Microsoft\\Windows\\Storage"),
+                      ("query", "SELECT * FROM MSFT_PhysicalDisk", "WQL", 0x30), "uninit"]
+
+
+def test_wmi_query_errors_carry_the_wbem_code(monkeypatch):
+    # DISP_E_EXCEPTION with WMI's own status in EXCEPINFO, as pywin32 raises it
+    error = _ComError(-2147352567, "Exception occurred.",
+                      (0, "SWbemServicesEx", "Not supported ", None, 0, -2147217396), None)
+    events = fake_pywin32(monkeypatch, error=error)
+    with pytest.raises(WmiError) as exc:
+        wmi.query("root\\wmi", "SELECT * FROM MSStorageDriver_FailurePredictStatus")
+    assert exc.value.code == WBEM_E_NOT_SUPPORTED and exc.value.means_no_instances
+    assert str(exc.value) == ("root\\wmi: SELECT * FROM MSStorageDriver_FailurePredictStatus: "
+                              "Not supported  (0x8004100C)")
+    assert events[-1] == "uninit"
 
 
 def test_wmi_module_loads_without_pywin32():

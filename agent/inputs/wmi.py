@@ -51,20 +51,29 @@ class WmiError(RuntimeError):
 def query(namespace: str, wql: str) -> List[Instance]:
     """Run ``wql`` in ``namespace`` (e.g. ``root\\cimv2``) on this machine; Windows only."""
     import pythoncom  # pywin32 (windows extra)
-    import pywintypes
-    import win32com.client
 
     pythoncom.CoInitialize()
     try:
-        try:
-            service = win32com.client.GetObject("winmgmts:{impersonationLevel=impersonate}!\\\\.\\" + namespace)
-            # wbemFlagReturnImmediately (0x10) | wbemFlagForwardOnly (0x20): no cached enumerator
-            result = service.ExecQuery(wql, "WQL", 0x30)
-            return [{p.Name: _plain(p.Value) for p in obj.Properties_} for obj in result]
-        except pywintypes.com_error as exc:
-            raise WmiError(f"{namespace}: {wql}: {_com_message(exc)}", _com_code(exc)) from None
+        return _execute(namespace, wql)  # every COM object is released when it returns
     finally:
         pythoncom.CoUninitialize()
+
+
+def _execute(namespace: str, wql: str) -> List[Instance]:
+    import pywintypes
+    import win32com.client
+
+    service = found = None
+    failure: Optional[WmiError] = None
+    try:
+        service = win32com.client.GetObject("winmgmts:{impersonationLevel=impersonate}!\\\\.\\" + namespace)
+        # wbemFlagReturnImmediately (0x10) | wbemFlagForwardOnly (0x20): no cached enumerator
+        found = service.ExecQuery(wql, "WQL", 0x30)
+        return [{p.Name: _plain(p.Value) for p in obj.Properties_} for obj in found]
+    except pywintypes.com_error as exc:
+        failure = WmiError(f"{namespace}: {wql}: {_com_message(exc)}", _com_code(exc))
+    service = found = None  # raised outside the handler: no traceback keeps a COM object alive
+    raise failure
 
 
 def _plain(value: Any) -> Any:
@@ -82,7 +91,9 @@ def _com_code(exc) -> Optional[int]:
 
 def _com_message(exc) -> str:
     code = _com_code(exc)
-    text = exc.args[1] if len(exc.args) > 1 else str(exc)
+    excepinfo = exc.args[2] if len(exc.args) > 2 else None
+    described = excepinfo[2] if isinstance(excepinfo, tuple) and len(excepinfo) > 2 else None
+    text = described or (exc.args[1] if len(exc.args) > 1 else str(exc))
     return f"{text} (0x{code:08X})" if code is not None else str(text)
 
 
