@@ -1,7 +1,7 @@
 """``commune-agent service install|remove|start|stop|status``: the agent as a Windows service.
 
 Uses pywin32 (``pip install commune-monitor[windows]``), imported only inside the functions that
-talk to Windows. Everything else here (the service body, the recovery settings, the status text,
+talk to Windows (and in the WMI seam, ``agent/inputs/wmi.py``). Everything else here (the service body, the recovery settings, the status text,
 the file permissions) is plain Python that runs and is tested on Linux.
 
 - **The body** (:class:`ServiceBody`) runs the agent on the thread pywin32 gives ``SvcDoRun`` and
@@ -19,7 +19,9 @@ the file permissions) is plain Python that runs and is tested on Linux.
   it is what a default install must see: disk health (``MSFT_StorageReliabilityCounter`` and the
   failure-prediction status need an administrator), other users' command lines for the process
   checks, and the System event log. LocalService is offered for sites that accept losing those
-  (the Windows ICMP API works under any account).
+  (the Windows ICMP API works under any account). Under LocalService the disk reliability
+  counters and the driver's failure prediction are expected to be refused (logged once per disk,
+  agent/inputs/windisk.py) and only Windows' health verdict per disk remains.
 - **Permissions**: ``install`` gives ``%ProgramData%\\commune-monitor`` (config with SNMP
   communities, token, queue, logs) to SYSTEM, Administrators and the service account only, with
   inheritance cut, so a clerk's account cannot read the secrets; enrollment does the same for the

@@ -17,8 +17,10 @@ from agent.catalog import catalog
 from agent.inputs import host
 from agent.inputs.host import (Config, HostInput, parse_cpuinfo_model, parse_os_release, parse_rotational,
                                power_supply_samples, windows_version_name)
+from agent.inputs.wmi import WmiError
 from agent.schema import ConfigErrors, load_model
 from tests import support
+from tests.wmi_recordings import WBEM_E_ACCESS_DENIED, WBEM_E_NOT_SUPPORTED, RecordedWmi, recording
 
 # ---------------------------------------------------------------- psutil structures, as psutil returns them
 
@@ -466,6 +468,79 @@ def test_windows_desktop_recorded():
     assert set(dict(k)["device"] for k in names["node_network_up"]) == {"Ethernet"}
     assert value(samples, "node_network_speed_bytes", device="Ethernet") == 125_000_000
     assert value(samples, "node_memory_SwapTotal_bytes") == 1_207_959_552
+
+
+def test_windows_battery_wear_from_wmi_recordings():
+    s = host.wmi_battery_samples(recording("BatteryStaticData"), recording("BatteryFullChargedCapacity"),
+                                 recording("BatteryCycleCount"))
+    check_against_catalog(s)
+    battery = "ACPI\\PNP0C0A\\1_0"
+    assert value(s, "commune_battery_capacity_ratio", power_supply=battery) == pytest.approx(31860 / 45000)
+    assert value(s, "node_power_supply_energy_full_design", power_supply=battery) == 45.0  # mWh -> Wh
+    assert value(s, "node_power_supply_energy_full", power_supply=battery) == pytest.approx(31.86)
+    assert value(s, "node_power_supply_cyclecount", power_supply=battery) == 412
+    # relative capacities (Capabilities bit 0x40000000): the ratio holds, watt-hours do not
+    relative = [dict(i, Capabilities=0x40000000 | 0x80000000) for i in recording("BatteryStaticData")]
+    s = host.wmi_battery_samples(relative, recording("BatteryFullChargedCapacity"), [])
+    assert sorted(x.name for x in s) == ["commune_battery_capacity_ratio"]
+    # a battery with no full-charge instance of the same InstanceName, or a design capacity of 0
+    assert host.wmi_battery_samples(recording("BatteryStaticData"), [dict(InstanceName="ACPI\\PNP0C0A\\2_0",
+                                                                         FullChargedCapacity=40000)]) == [
+        host.sample("node_power_supply_energy_full_design", 45.0, power_supply=battery)]
+    assert host.wmi_battery_samples([dict(InstanceName=battery, DesignedCapacity=0)],
+                                    recording("BatteryFullChargedCapacity")) == [
+        host.sample("node_power_supply_energy_full", 31.86, power_supply=battery)]
+
+
+def windows_laptop_input(fake, clock):
+    return HostInput(Config(), ps=windows_desktop(sensors_battery=Battery(81.0, 9000, False)), system="windows",
+                     read=FakeFiles({}).read, listdir=FakeFiles({}).listdir,
+                     windows_disk=lambda dev: ("ssd", "SAMSUNG MZVLQ256HBJD-00BH1"), wmi_query=fake, clock=clock)
+
+
+def test_windows_laptop_reads_battery_wear_through_the_seam_every_15_minutes():
+    now = [100.0]
+    fake = RecordedWmi()
+    inp = windows_laptop_input(fake, lambda: now[0])
+    samples = inp.collect()
+    check_against_catalog(samples)
+    assert value(samples, "commune_battery_charge_ratio") == pytest.approx(0.81)
+    assert value(samples, "commune_battery_capacity_ratio", power_supply="ACPI\\PNP0C0A\\1_0") == pytest.approx(0.708)
+    assert {ns for ns, _ in fake.calls} == {"root\\wmi"} and len(fake.calls) == 3
+    now[0] += 600
+    assert value(inp.collect(), "commune_battery_capacity_ratio") == pytest.approx(0.708)
+    assert len(fake.calls) == 3  # the cached reading
+    now[0] += 300
+    fake.data["BatteryFullChargedCapacity"][0]["FullChargedCapacity"] = 31500
+    assert value(inp.collect(), "commune_battery_capacity_ratio") == pytest.approx(0.7)
+    assert len(fake.calls) == 6
+
+
+def test_windows_battery_wmi_failure_is_logged_once_and_costs_only_the_wear(caplog):
+    now = [0.0]
+    fake = RecordedWmi(fail={"BatteryStaticData": WmiError("Access denied", WBEM_E_ACCESS_DENIED),
+                             "BatteryCycleCount": WmiError("Not supported", WBEM_E_NOT_SUPPORTED)})
+    inp = windows_laptop_input(fake, lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="agent.inputs.host"):
+        first = inp.collect()
+        now[0] += 1000
+        inp.collect()
+    assert "commune_battery_capacity_ratio" not in by_name(first)
+    assert value(first, "commune_battery_charge_ratio") == pytest.approx(0.81)
+    assert [r.getMessage() for r in caplog.records] == [
+        "host: cannot read the battery capacity from WMI: Access denied"]
+    # an optional class that is not supported does not hide the others
+    fake.fail = {"BatteryCycleCount": WmiError("Not supported", WBEM_E_NOT_SUPPORTED)}
+    now[0] += 1000
+    assert value(inp.collect(), "commune_battery_capacity_ratio") == pytest.approx(0.708)
+
+
+def test_windows_desktop_never_asks_wmi_for_a_battery():
+    fake = RecordedWmi()
+    inp = HostInput(Config(), ps=windows_desktop(), system="windows", read=FakeFiles({}).read,
+                    listdir=FakeFiles({}).listdir, windows_disk=lambda dev: ("hdd", ""), wmi_query=fake)
+    assert "commune_battery_capacity_ratio" not in by_name(inp.collect())
+    assert fake.calls == []
 
 
 def test_windows_network_drives_when_asked():

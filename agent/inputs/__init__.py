@@ -14,6 +14,7 @@ INPUTS: Tuple[str, ...] = (
     "agent.inputs.host",
     "agent.inputs.snmp",
     "agent.inputs.smart",
+    "agent.inputs.winprint",
     "agent.inputs.icmp",
     "agent.inputs.probes",
     "agent.inputs.process",

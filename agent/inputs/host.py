@@ -29,10 +29,14 @@ Where psutil's view differs from node_exporter's:
   bridges or RAID drivers that do not answer are ``type="unknown"``. The ``smart`` input
   (smartctl runs on Windows too) also reports the type in ``commune_smart_info{type}``, with the
   same ``device`` label (PhysicalDriveN).
-- Windows battery design capacity needs WMI (``root\\wmi`` ``BatteryStaticData.DesignedCapacity``
-  and ``BatteryFullChargedCapacity``), which Python cannot reach without extra dependencies
-  (pywin32/wmi), or ``powercfg /batteryreport``; so there is no ``commune_battery_capacity_ratio``
-  on Windows, only charge and mains power from psutil.
+- Windows battery wear comes from WMI (``root\\wmi`` ``BatteryStaticData.DesignedCapacity`` and
+  ``BatteryFullChargedCapacity.FullChargedCapacity``, mWh, matched by ``InstanceName``; cycle count
+  from ``BatteryCycleCount`` where the firmware fills it) through pywin32, the seam of
+  ``agent/inputs/wmi.py``: ``commune_battery_capacity_ratio``, ``node_power_supply_energy_full*``
+  (Wh; left out when the battery reports relative capacities) and
+  ``node_power_supply_cyclecount``, with ``power_supply`` the battery's ``InstanceName``
+  (``ACPI\\PNP0C0A\\1_0``). Asked only when psutil sees a battery, at most every 15 minutes (the
+  values move over weeks); a failing query is logged once and costs nothing else.
 """
 from __future__ import annotations
 
@@ -42,6 +46,7 @@ import platform
 import re
 import struct
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
@@ -188,6 +193,40 @@ def power_supply_samples(name: str, attrs: Mapping[str, Optional[str]]) -> List[
         if values.get(full, 0) > 0 and values.get(design, 0) > 0:
             out.append(sample("commune_battery_capacity_ratio", values[full] / values[design], power_supply=name))
             break
+    return out
+
+
+# root\wmi battery classes (BATTERY_INFORMATION of the battery class driver)
+BATTERY_CAPACITY_RELATIVE = 0x40000000  # Capabilities bit: capacities are relative, not mWh
+BATTERY_WMI_REFRESH = 900.0  # seconds between WMI battery readings
+_BATTERY_QUERIES = (("static", "SELECT * FROM BatteryStaticData"),
+                    ("full", "SELECT * FROM BatteryFullChargedCapacity"),
+                    ("cycles", "SELECT * FROM BatteryCycleCount"))
+
+
+def wmi_battery_samples(static: Iterable[Mapping], full: Iterable[Mapping], cycles: Iterable[Mapping] = ()) -> List[Sample]:
+    """Wear of each battery from root\\wmi BatteryStaticData / BatteryFullChargedCapacity / BatteryCycleCount."""
+    from agent.inputs.wmi import number
+
+    def by_name(instances):
+        return {i["InstanceName"]: i for i in instances if isinstance(i.get("InstanceName"), str)}
+
+    full_by, cycles_by = by_name(full), by_name(cycles)
+    out: List[Sample] = []
+    for name, info in sorted(by_name(static).items()):
+        design = number(info.get("DesignedCapacity"))
+        charged = number((full_by.get(name) or {}).get("FullChargedCapacity"))
+        relative = bool(int(number(info.get("Capabilities")) or 0) & BATTERY_CAPACITY_RELATIVE)
+        if not relative:  # mWh -> Wh, as node_exporter's energy_full* (sysfs µWh / 1e6)
+            if design and design > 0:
+                out.append(sample("node_power_supply_energy_full_design", design / 1000.0, power_supply=name))
+            if charged and charged > 0:
+                out.append(sample("node_power_supply_energy_full", charged / 1000.0, power_supply=name))
+        count = number((cycles_by.get(name) or {}).get("CycleCount"))
+        if count:  # 0: the firmware does not count
+            out.append(sample("node_power_supply_cyclecount", count, power_supply=name))
+        if design and design > 0 and charged and charged > 0:
+            out.append(sample("commune_battery_capacity_ratio", charged / design, power_supply=name))
     return out
 
 
@@ -365,7 +404,9 @@ class HostInput:
                  read: Callable[[str], Optional[str]] = read_text,
                  listdir: Callable[[str], List[str]] = list_dir,
                  windows_disk: Optional[Callable[[str], Tuple[str, str]]] = None,
-                 boots: Optional[BootTracker] = None):
+                 boots: Optional[BootTracker] = None,
+                 wmi_query: Optional[Callable[[str, str], List[dict]]] = None,
+                 clock: Callable[[], float] = time.monotonic):
         if ps is None:
             import psutil as ps
         self.name = NAME
@@ -386,6 +427,10 @@ class HostInput:
         self._boot_time: Optional[float] = None
         self._boot_id: Optional[str] = None
         self.boots = boots  # None: no boot history (tests, no state directory)
+        self.wmi_query = wmi_query  # None: agent.inputs.wmi.query, imported when first needed
+        self.clock = clock
+        self._wmi_battery: Tuple[Optional[float], List[Sample]] = (None, [])
+        self._wmi_battery_failed = False
 
     def collect(self) -> List[Sample]:
         ps = self.ps
@@ -486,8 +531,10 @@ class HostInput:
         temps = ps.sensors_temperatures() if hasattr(ps, "sensors_temperatures") else {}
         fans = ps.sensors_fans() if hasattr(ps, "sensors_fans") else {}
         out = sensor_samples(temps or {}, fans or {})
-        if hasattr(ps, "sensors_battery"):
-            out += battery_samples(ps.sensors_battery())
+        battery = ps.sensors_battery() if hasattr(ps, "sensors_battery") else None
+        out += battery_samples(battery)
+        if self.system == "windows" and battery is not None:
+            out += self.windows_battery_wear()
         if self.system == "linux":
             root = os.path.join(self.section.sysfs, "class", "power_supply")
             for name in self.listdir(root):
@@ -495,6 +542,38 @@ class HostInput:
                          for key in ("type",) + _POWER_SUPPLY_MICRO + ("cycle_count",)}
                 out += power_supply_samples(name, attrs)
         return out
+
+    def windows_battery_wear(self) -> List[Sample]:
+        """Battery wear from root\\wmi, read again every BATTERY_WMI_REFRESH seconds."""
+        at, cached = self._wmi_battery
+        now = self.clock()
+        if at is not None and now - at < BATTERY_WMI_REFRESH:
+            return cached
+        query = self.wmi_query
+        if query is None:
+            from agent.inputs.wmi import query
+        from agent.inputs.wmi import WmiError
+
+        answers: Dict[str, list] = {}
+        try:
+            for key, wql in _BATTERY_QUERIES:
+                try:
+                    answers[key] = query("root\\wmi", wql)
+                except WmiError as exc:
+                    if key == "cycles" or exc.means_no_instances:  # cycle count is optional
+                        answers[key] = []
+                    else:
+                        raise
+        except Exception as exc:  # untestable off Windows: never let it cost the host metrics
+            if not self._wmi_battery_failed:
+                log.warning("host: cannot read the battery capacity from WMI: %s", exc)
+                self._wmi_battery_failed = True
+            self._wmi_battery = (now, [])
+            return []
+        self._wmi_battery_failed = False
+        samples = wmi_battery_samples(answers["static"], answers["full"], answers["cycles"])
+        self._wmi_battery = (now, samples)
+        return samples
 
     def disk_info(self, perdisk: Mapping[str, object]) -> List[Sample]:
         """commune_disk_info per disk, read again only when the set of disks changes."""

@@ -6,8 +6,14 @@ every ``interval`` the input re-emits the last reading, so the series stay conti
 says how old the reading is. Disks asleep (standby) are not woken: smartctl's ``-n standby`` skips
 them and the previous reading is kept.
 
-Without smartctl (smartmontools not installed) the input logs that once and is not scheduled: no
-SMART series, no error loop. Reading SMART needs root (Linux) or Administrator (Windows); a disk
+Where the readings come from (``source``): ``auto`` (the default) runs smartctl when it is found,
+the richer source (ATA attribute table: reallocated, pending and offline-uncorrectable sectors;
+the whole NVMe health log). On Windows without smartctl, which is a default install, it reads
+Windows' own view of the disks over WMI instead (``agent/inputs/windisk.py``: health, failure
+prediction, wear, temperature, power-on time, uncorrected errors) under the same series and
+labels. Elsewhere without smartctl (smartmontools not installed) the input logs that once and is
+not scheduled: no SMART series, no error loop. ``smartctl`` and ``wmi`` force one source; the
+choice is logged once at start. Reading SMART needs root (Linux) or Administrator (Windows); a disk
 smartctl cannot open is ``commune_smart_up 0``, logged once per disk.
 
 The ``device`` label is smartctl's device name without ``/dev/`` (``sda``, ``nvme0``). On Windows
@@ -32,6 +38,7 @@ from agent.samples import Sample, sample
 from agent.schema import Duration
 
 NAME = "smart"
+SOURCES = ("auto", "smartctl", "wmi")
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +71,8 @@ class Config(InputSection):
     command_timeout: Duration = Duration(30)
     # Read disks in standby too (spins them up); off: such disks keep their previous reading.
     wake_disks: bool = False
+    # auto: smartctl when found, else WMI on Windows; or smartctl / wmi (Windows) only.
+    source: str = "auto"
 
     def validate(self) -> Iterator[tuple]:
         yield from super().validate()
@@ -73,6 +82,8 @@ class Config(InputSection):
             yield "command_timeout", "must be greater than 0s"
         if not self.smartctl.strip():
             yield "smartctl", 'must be a path or "auto"'
+        if self.source not in SOURCES:
+            yield "source", f"must be one of {', '.join(SOURCES)}, got {self.source!r}"
         for i, dev in enumerate(self.devices):
             if not dev.strip():
                 yield f"devices[{i}]", "must not be empty"
@@ -297,12 +308,38 @@ class SmartInput:
         self._down[device] = why
 
 
-def build(section: Config, config) -> list:
-    path = find_smartctl(section.smartctl)
-    if path is None:
-        if section.smartctl == "auto":
-            log.info("smart: smartctl not found (install smartmontools to get disk health); no SMART metrics")
-        else:
-            log.warning("smart: smartctl %s does not exist; no SMART metrics", section.smartctl)
-        return []
-    return [SmartInput(section, path)]
+def choose_source(section: Config, system: str, smartctl: Optional[str]) -> Optional[str]:
+    """"smartctl", "wmi" or None (nothing to read with) for this section, OS and smartctl found."""
+    if section.source in ("auto", "smartctl") and smartctl is not None:
+        return "smartctl"
+    if section.source in ("auto", "wmi") and system == "windows":
+        return "wmi"
+    return None
+
+
+def build(section: Config, config, system: Optional[str] = None, query=None) -> list:
+    """The smart input reading with the source chosen (``query``: the WMI seam, for tests)."""
+    system = system or platform.system().lower()
+    path = find_smartctl(section.smartctl) if section.source != "wmi" else None
+    source = choose_source(section, system, path)
+    if source == "smartctl":
+        log.info("smart: reading disks with %s", path)
+        return [SmartInput(section, path, system=system)]
+    if section.source == "auto" and section.smartctl == "auto":
+        missing = "smartctl not found"
+    else:
+        missing = f"smartctl {section.smartctl} does not exist"
+    if source == "wmi":
+        from agent.inputs import windisk, wmi
+
+        why = "source wmi" if section.source == "wmi" else missing
+        (log.info if section.smartctl == "auto" or section.source == "wmi" else log.warning)(
+            "smart: %s; reading disk health from Windows (WMI Storage Management API)", why)
+        return [windisk.WmiSmartInput(section, query or wmi.query)]
+    if section.source == "wmi":
+        log.warning("smart: source wmi needs Windows; no SMART metrics")
+    elif section.smartctl == "auto":
+        log.info("smart: smartctl not found (install smartmontools to get disk health); no SMART metrics")
+    else:
+        log.warning("smart: %s; no SMART metrics", missing)
+    return []
