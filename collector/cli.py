@@ -33,6 +33,7 @@ SUBCOMMANDS = {
     "dashboards": "dashboards.__main__:main",
     "status": "collector.status:main",
     "report": "collector.report:main",
+    "silence": "collector.silence:main",
 }
 
 

@@ -245,10 +245,31 @@ def render(summary: dict, prometheus: str = "") -> str:
         rows += [[f"{x['score']:.0f}", x["commune"], x["device"], x["kind"], x["reason"],
                   "+".join(x["actions"]) or "-"] for x in r]
         out += _table(rows)
+    if "silences" in summary:
+        sil = summary["silences"]
+        out.append("")
+        if sil.get("error"):
+            out.append(f"Maintenance windows: unknown ({sil['error']})")
+        else:
+            out.append(f"Maintenance windows (Alertmanager silences in force or pending): {len(sil['list'])}")
+            if sil["list"]:
+                out += _table([["ID", "STATE", "ENDS", "MATCHES", "BY", "REASON"]] + sil["list"])
     return "\n".join(out) + "\n"
 
 
 # ---------------------------------------------------------------- command line
+
+def silences(url: str) -> dict:
+    """The silences in force or pending, as rows; an unreachable Alertmanager is said, not fatal."""
+    from collector.silence import Alertmanager, SilenceError, describe
+
+    try:
+        found = Alertmanager(url).list()
+    except SilenceError as exc:
+        return {"error": str(exc), "list": []}
+    rows = sorted((s for s in found if s.get("status", {}).get("state") != "expired"), key=lambda s: s.get("endsAt", ""))
+    return {"error": None, "list": [describe(s) for s in rows]}
+
 
 def main(argv: Optional[List[str]] = None) -> int:
     from agent.schema import parse_duration
@@ -262,6 +283,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                    help="an agent that pushed within this is online (default 5m)")
     p.add_argument("--limit", type=int, default=10, metavar="N", help="replacement candidates shown (default 10)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--alertmanager", default=None, metavar="URL",
+                   help="also list the maintenance windows (silences) of this Alertmanager")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)
     try:
         recent = parse_duration(args.recent)
@@ -279,6 +302,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"commune-collector status: {exc}", file=sys.stderr)
         return 1
     summary = summarize(results, now, recent, args.limit)
+    if args.alertmanager:
+        summary["silences"] = silences(args.alertmanager)
     if args.json:
         json.dump(summary, sys.stdout, ensure_ascii=False, indent=2)
         sys.stdout.write("\n")
