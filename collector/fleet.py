@@ -209,4 +209,12 @@ def fleet_samples(fleet: Fleet) -> List[Sample]:
             out.append(sample("commune_device_rated_life_seconds", years * YEAR_SECONDS, **ident))
         if d.rated_life_pages is not None:
             out.append(sample("commune_device_rated_life_pages", d.rated_life_pages, **ident))
+    out += default_samples(fleet.defaults)
     return out
+
+
+def default_samples(defaults: Defaults) -> List[Sample]:
+    """The rated life by kind, for devices the fleet file does not list (agents that registered
+    themselves, agent/inputs/inventory.py); served with or without a fleet file."""
+    return [sample("commune_fleet_default_rated_life_seconds", years * YEAR_SECONDS, kind=kind)
+            for kind, years in sorted(defaults.rated_life_years.items())]

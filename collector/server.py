@@ -525,10 +525,9 @@ class Collector:
             out.append(sample("commune_collector_agent_samples_dropped_total", n, commune=commune, agent=agent,
                               reason=reason))
         fleet = self.fleet()
-        if fleet is not None:
-            from collector.fleet import fleet_samples
+        from collector.fleet import Defaults, default_samples, fleet_samples
 
-            out.extend(fleet_samples(fleet))
+        out.extend(fleet_samples(fleet) if fleet is not None else default_samples(Defaults()))
         return out
 
 

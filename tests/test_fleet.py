@@ -45,7 +45,11 @@ def test_example_loads_and_exports_catalogued_samples():
         assert cat[s.name].input == "collector"
         assert set(s.labels) == set(cat[s.name].labels), s
     names = {s.name for s in samples}
-    assert names == {m.name for m in cat.values() if m.name.startswith(("commune_device_", "commune_office_"))}
+    assert names == {m.name for m in cat.values()
+                     if m.name.startswith(("commune_device_", "commune_office_", "commune_fleet_"))}
+    defaults = {s.labels["kind"]: s.value / (365.25 * 86400) for s in samples
+                if s.name == "commune_fleet_default_rated_life_seconds"}
+    assert defaults == {"pc": 5.0, "laptop": 4.0, "printer": 5.0, "router": 5.0, "ups": 5.0}
 
 
 def test_sample_values():

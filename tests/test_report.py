@@ -18,6 +18,7 @@ import re
 import shutil
 import subprocess
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
@@ -645,3 +646,41 @@ def test_the_budget_renders_quantities_prices_and_what_has_no_price():
     assert "1 hạng mục chưa có đơn giá" in page
     assert "Thay ổ SSD + Nâng cấp RAM" in page  # the device table's action column
     assert "Ước tính cần thay: 0 thiết bị; cần sửa hoặc nâng cấp: 2 thiết bị." in page
+
+
+def test_agents_that_describe_their_machine_are_in_the_report_with_an_estimated_age(tmp_path):
+    """No fleet file entry: an agent's hardware info and BIOS date (agent/inputs/inventory.py), the
+    collector's default rated life, the real recording rules: the report lists the PC, its age
+    from the BIOS date marked estimated."""
+    prom, prom_url = start_prometheus(tmp_path, rule_files=fast_rules(tmp_path), evaluation_interval="2s")
+    try:
+        now = time.time()
+        bios = now - 6 * gather_mod.YEAR
+        ms = int(now * 1000)
+        series = [
+            ({"__name__": "commune_host_hardware_info", "commune": COMMUNE, "agent": "pc-tudong", "vendor": "Dell Inc.",
+              "model": "OptiPlex 3020", "serial": "7XK2L32", "chassis": "mini_tower", "kind": "pc",
+              "bios_vendor": "Dell Inc.", "bios_version": "A18", "bios_date": "2020-12-07"}, [(1.0, ms)]),
+            ({"__name__": "commune_host_bios_date_timestamp_seconds", "commune": COMMUNE, "agent": "pc-tudong"},
+             [(bios, ms)]),
+            ({"__name__": "commune_fleet_default_rated_life_seconds", "kind": "pc"}, [(5 * gather_mod.YEAR, ms)]),
+        ]
+        req = urllib.request.Request(
+            prom_url + "/api/v1/write", data=encode(series), method="POST",
+            headers={"Content-Encoding": "snappy", "Content-Type": "application/x-protobuf",
+                     "X-Prometheus-Remote-Write-Version": "0.1.0"})
+        urllib.request.urlopen(req, timeout=10).read()
+        wait_until(lambda: prom_query(prom_url, 'commune:device_replacement_action:info{device="pc-tudong"}'),
+                   timeout=60, what="the self-registered PC scored and given an action")
+        at = dt.datetime.now(gather_mod.VN)
+        period = gather_mod.Period(at - dt.timedelta(hours=1), at, False)
+        report = gather_mod.gather(Prometheus(prom_url), period, daily=False, now=at)
+        [block] = report.communes
+        [row] = block.devices
+        assert (row.device, row.kind, row.model) == ("pc-tudong", "pc", "Dell Inc. OptiPlex 3020")
+        assert row.age_estimated and row.age_years == pytest.approx(6, abs=0.01) and row.rated_years == pytest.approx(5)
+        assert row.actions == ["replace_device"]  # past its rated life
+        page = render.html_report(report, "en")
+        assert "6.0 years (estimated from the BIOS date)" in page
+    finally:
+        prom.stop()

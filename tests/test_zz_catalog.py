@@ -12,7 +12,7 @@ from agent.catalog import CATALOG_FILE, catalog, parse_catalog
 from tests.support import EMITTED
 
 KNOWN_INPUTS = {"runner", "agent", "host", "smart", "icmp", "http", "tcp", "dns", "probes", "process",
-                "snmp", "discovery", "queue", "collector", "winprint"}
+                "snmp", "discovery", "queue", "collector", "winprint", "inventory"}
 
 
 def test_catalog_file_is_well_formed():

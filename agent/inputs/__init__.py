@@ -12,6 +12,7 @@ from typing import List, Tuple
 
 INPUTS: Tuple[str, ...] = (
     "agent.inputs.host",
+    "agent.inputs.inventory",
     "agent.inputs.snmp",
     "agent.inputs.smart",
     "agent.inputs.winprint",

@@ -101,6 +101,8 @@ class DeviceRow:
     reason: str
     factors: List[FactorRow] = field(default_factory=list)
     daily: List[Tuple[float, float]] = field(default_factory=list)
+    # the age comes from the BIOS date, not a purchase date of the fleet file
+    age_estimated: bool = False
     # recommended actions (collector/rules/replacement.yml); None where Prometheus has none at all
     # (rules older than the actions): the status then follows the score alone
     actions: Optional[List[str]] = None
@@ -202,6 +204,16 @@ def gather(prom: Prometheus, period: Period, communes: Sequence[str] = (), daily
 
     offices = {r["metric"].get("commune"): r["metric"] for r in q(queries.INVENTORY["communes"])}
     inventory = [r["metric"] for r in q(queries.INVENTORY["devices"])]
+    # agents not tied to a device of the file are devices named after them (the rules' way)
+    tied = {(d.get("commune"), d.get("agent")) for d in inventory if d.get("kind") in ("pc", "laptop")}
+    for r in q(queries.INVENTORY["self_registered"]):
+        m = r["metric"]
+        if (m.get("commune"), m.get("agent")) in tied or not m.get("agent"):
+            continue
+        tied.add((m.get("commune"), m.get("agent")))
+        model = " ".join(x for x in (m.get("vendor", ""), m.get("model", "")) if x)
+        inventory.append({"commune": m.get("commune"), "device": m["agent"], "agent": m["agent"], "target": "",
+                          "kind": m.get("kind") or "pc", "model": model, "location": ""})
     if not offices and not inventory:
         raise ReportError(
             f"no inventory in Prometheus at {prom.url} for {period.start:%Y-%m-%d}..{period.end:%Y-%m-%d}: "
@@ -214,7 +226,10 @@ def gather(prom: Prometheus, period: Period, communes: Sequence[str] = (), daily
     wanted = set(communes) or set(known)
 
     purchase = _by_device(q(queries.INVENTORY["purchase"]))
+    estimated = {k: v for k, v in _by_device(q(queries.INVENTORY["purchase_estimated"])).items() if k not in purchase}
+    purchase.update(estimated)
     rated = _by_device(q(queries.INVENTORY["rated_life"]))
+    rated.update({k: v for k, v in _by_device(q(queries.INVENTORY["rated_life_recorded"])).items() if k not in rated})
     rated_pages = _by_device(q(queries.INVENTORY["rated_pages"]))
     scores = _by_device(q(queries.SCORES["score"]))
     reasons = {(r["metric"]["commune"], r["metric"]["device"]): r["metric"].get("reason", "none")
@@ -288,7 +303,7 @@ def gather(prom: Prometheus, period: Period, communes: Sequence[str] = (), daily
             rows.append(DeviceRow(code, key[1], kind, d.get("model", ""), d.get("location", ""), age,
                                   rated[key] / YEAR if key in rated else None, scores.get(key),
                                   reasons.get(key, "none"), factors, trends.get(key, []),
-                                  None if actions is None else actions.get(key, [])))
+                                  key in estimated, None if actions is None else actions.get(key, [])))
         rows.sort(key=lambda r: (-(r.score if r.score is not None else -1), r.device))
         avail = {r["metric"].get("service", ""): float(r["value"][1])
                  for r in per_commune["availability"] if r["metric"].get("commune") == code}

@@ -25,6 +25,12 @@ INVENTORY = {
     "devices": "last_over_time(commune_device_info[{P}])",
     "purchase": "last_over_time(commune_device_purchase_timestamp_seconds[{P}])",
     "rated_life": "last_over_time(commune_device_rated_life_seconds[{P}])",
+    # agents that describe their machine: PCs and laptops of the inventory without a fleet entry
+    # (agent/inputs/inventory.py); the recording rules' estimate of their purchase (BIOS date) and
+    # the rated life of their kind
+    "self_registered": "last_over_time(commune_host_hardware_info[{P}])",
+    "purchase_estimated": 'last_over_time(commune:device_purchase_timestamp_seconds:max{{source="bios_estimate"}}[{P}])',
+    "rated_life_recorded": "last_over_time(commune:device_rated_life_seconds:max[{P}])",
     "rated_pages": "last_over_time(commune_device_rated_life_pages[{P}])",
 }
 

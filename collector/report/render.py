@@ -120,7 +120,10 @@ def _score(d: DeviceRow, lang: str) -> str:
 
 
 def _age(d: DeviceRow, lang: str) -> str:
-    return texts.t("years", lang, n=texts.number(d.age_years, lang, 1)) if d.age_years is not None else "—"
+    if d.age_years is None:
+        return "—"
+    return texts.t("years", lang, n=texts.number(d.age_years, lang, 1)) + (texts.t("estimated_age", lang)
+                                                                         if d.age_estimated else "")
 
 
 def html_report(report: Report, lang: str) -> str:

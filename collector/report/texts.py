@@ -64,6 +64,7 @@ TEXT: Dict[str, Dict[str, str]] = {
     "trend": {"vi": "Diễn biến theo ngày", "en": "Daily trend"},
     "no_data": {"vi": "không có dữ liệu", "en": "no data"},
     "years": {"vi": "{n} năm", "en": "{n} years"},
+    "estimated_age": {"vi": " (ước tính theo ngày BIOS)", "en": " (estimated from the BIOS date)"},
     "software": {"vi": "Phần mềm nghiệp vụ: tỷ lệ sẵn sàng", "en": "Business software availability"},
     "service": {"vi": "Dịch vụ", "en": "Service"},
     "availability": {"vi": "Sẵn sàng", "en": "Available"},
