@@ -6,9 +6,8 @@ reads ``%ProgramData%\\commune-monitor\\agent.yaml`` and keeps its queue under
 ``%ProgramData%\\commune-monitor\\agent``. Stopping the service sets the agent's stop event, the
 same clean shutdown as SIGTERM on Linux.
 
-ICMP on Windows: icmplib needs raw sockets there, which LocalService does not have; the ICMP
-input then reports a clear error at start and the other inputs run. Install with
-``--account LocalSystem`` where gateway/ISP latency from the PC matters more than least privilege.
+ICMP on Windows goes through the ICMP API of iphlpapi.dll (agent/inputs/winicmp.py), which needs
+no raw socket and no privilege, so the gateway and ICMP targets are pinged under LocalService too.
 """
 from __future__ import annotations
 
