@@ -241,37 +241,53 @@ def test_unreadable_logs(tmp_path, caplog):
         tracker.observe()
     assert "commune_host_boot_duration_seconds" not in m and m["commune_host_unexpected_shutdowns_total"] == 0
     assert caplog.text.count("cannot read the Microsoft-Windows-Diagnostics-Performance/Operational event log") == 1
-    # the System log unreadable: no samples at all, so the host input uses boot.py's
+    # the System log unreadable after it was read once: the counts so far stay
     fake.fail[winevents.SYSTEM_LOG] = OSError("pywin32 error")
     clock.now += winevents.READ_EVERY
-    assert tracker.observe() == []
+    assert metrics(tracker.observe()) == {k: 0 for k in WEEK_COUNTS}
+    # never read at all: no samples, so the host input uses boot.py's
+    assert WindowsBootLog(str(tmp_path / "new"), fake, Clock()).observe() == []
 
 
 # ---------------------------------------------------------------- through the host input
 
-def test_host_input_prefers_the_event_log_on_windows(tmp_path):
+def windows_host(state_dir, fake):
     from tests.test_host import FakeFiles, LINUX_FILES, linux_laptop
 
     ps = linux_laptop()
     boot_time = ps.boot_time()
-    (tmp_path / "boot.json").write_text(json.dumps({  # boot.py saw a boot end without a clean stop
+    state_dir.mkdir()
+    (state_dir / "boot.json").write_text(json.dumps({  # boot.py saw a boot end without a clean stop
         "boot_time": boot_time - 86400, "boot_id": "", "unexpected_shutdowns": 4,
         "last_unexpected_shutdown": boot_time - 90000, "boot_duration": None, "last_seen": boot_time - 80000}))
-    fake = FakeLog([], PERFORMANCE)
     files = FakeFiles(LINUX_FILES)
     inp = host.HostInput(host.Config(), ps=ps, system="windows", read=files.read, listdir=files.listdir,
                          windows_disk=lambda dev: ("ssd", "Samsung SSD 870 EVO 250GB"),
-                         boots=BootTracker(str(tmp_path), Clock(boot_time + 60)),
-                         boot_log=WindowsBootLog(str(tmp_path), fake, Clock()))
+                         boots=BootTracker(str(state_dir), Clock(boot_time + 60)),
+                         boot_log=WindowsBootLog(str(state_dir), fake, Clock()))
+    return inp, boot_time
+
+
+def test_host_input_prefers_the_event_log_on_windows(tmp_path):
+    fake = FakeLog([], PERFORMANCE)
+    inp, boot_time = windows_host(tmp_path / "state", fake)
     samples = inp.collect()
     check_against_catalog(samples)
     m = {s.name: s.value for s in samples if not s.labels}
     assert m["commune_host_unexpected_shutdowns_total"] == 0            # the event log's, not boot.py's 5
     assert m["commune_host_boot_duration_seconds"] == 87.613            # Windows' BootTime, not boot.py's 60
     assert m["commune_host_last_unexpected_shutdown_timestamp_seconds"] == boot_time - 80000   # boot.py's
-    # the System log unreadable: boot.py's counts are used
+    # a later read fails: still the event log's counts, never boot.py's 5
     fake.fail[winevents.SYSTEM_LOG] = OSError("pywin32 error")
     inp.boot_log.clock.now += winevents.READ_EVERY
+    m = {s.name: s.value for s in inp.collect() if not s.labels}
+    assert m["commune_host_unexpected_shutdowns_total"] == 0 and m["commune_host_boot_duration_seconds"] == 87.613
+
+
+def test_host_input_uses_boot_py_while_the_event_log_was_never_read(tmp_path):
+    fake = FakeLog([], PERFORMANCE)
+    fake.fail[winevents.SYSTEM_LOG] = ImportError("No module named 'win32evtlog'")   # no pywin32
+    inp, _ = windows_host(tmp_path / "state", fake)
     m = {s.name: s.value for s in inp.collect() if not s.labels}
     assert m["commune_host_unexpected_shutdowns_total"] == 5 and m["commune_host_boot_duration_seconds"] == 60
     assert "commune_host_planned_shutdowns_total" not in m

@@ -42,6 +42,10 @@ in ``agent.state_dir`` and written in one atomic file, so nothing is counted twi
   minutes after a boot and not for every boot, so it may describe an earlier boot; that log may
   also be closed to the service account, and then the host input falls back to boot.py's value.
 
+Until the System log has been read once, the host input uses boot.py's samples; from then on the
+counts come from this module alone (the last ones kept when a later read fails), so a counter
+never switches back and forth between two sources.
+
 The first run counts nothing: it sets the bookmarks at the newest matching event, like boot.py's
 "no history" (a lost state directory restarts the counters at 0, which Prometheus takes as a
 reset, instead of counting old events again). A log cleared since (newest record below the
@@ -297,7 +301,9 @@ class WindowsBootLog:
         return os.path.join(self.state_dir, STATE_FILE)
 
     def observe(self) -> List[Sample]:
-        """The samples; [] when the System log cannot be read (the host input then uses boot.py)."""
+        """The samples; the last counts kept when a read fails; [] while the System log has never
+        been read (the host input then uses boot.py's, so one counter does not flip between two
+        sources and fake an increase)."""
         if self._read_at is not None and self.clock() - self._read_at < READ_EVERY:
             return self._samples
         self._read_at = self.clock()
@@ -311,7 +317,7 @@ class WindowsBootLog:
             except Exception as exc:   # pywin32 errors, a closed channel, bad XML: logged once
                 self._note_failure(channel, exc)
                 if channel == SYSTEM_LOG:
-                    self._samples = []
+                    self._samples = samples(counts) if SYSTEM_LOG in bookmarks else []
                     return self._samples
                 continue
             self._note_failure(channel, None)
