@@ -19,7 +19,8 @@ the file permissions) is plain Python that runs and is tested on Linux.
   it is what a default install must see: disk health (``MSFT_StorageReliabilityCounter`` and the
   failure-prediction status need an administrator), other users' command lines for the process
   checks, and the System event log. LocalService is offered for sites that accept losing those
-  (the Windows ICMP API works under any account). Under LocalService the disk reliability
+  (the Windows ICMP API of iphlpapi.dll, agent/inputs/winicmp.py, needs no raw socket and
+  works under any account). Under LocalService the disk reliability
   counters and the driver's failure prediction are expected to be refused (logged once per disk,
   agent/inputs/windisk.py) and only Windows' health verdict per disk remains.
 - **Permissions**: ``install`` gives ``%ProgramData%\\commune-monitor`` (config with SNMP

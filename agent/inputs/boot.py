@@ -1,5 +1,9 @@
 """Unexpected shutdowns and boot duration of this PC, for the host input (agent/inputs/host.py).
 
+On Windows the System event log is the better source and is used while it can be read
+(agent/inputs/winevents.py: crashes, power cuts, Fast Startup resumes counted as boots); what
+follows is the fallback there and the only source elsewhere.
+
 Office PCs are switched off every evening, so a restart by itself is normal. An *unexpected*
 shutdown is a boot that ended without the agent being stopped cleanly (power cut, crash, hard
 reset, a held power button):

@@ -12,6 +12,10 @@ What comes from where:
   ``commune_host_boot_duration_seconds``): agent/inputs/boot.py, with a little state in
   ``agent.state_dir`` and the clean-shutdown marker written when the agent stops; on Linux the
   boot is told apart by ``/proc/sys/kernel/random/boot_id``, elsewhere by psutil's boot time.
+  On Windows the System event log is the better source (agent/inputs/winevents.py: it sees
+  crashes, power cuts and Fast Startup resumes) and also gives planned shutdowns, blue screens and
+  boots by type; its samples replace boot.py's of the same name, and boot.py's are used while the
+  log cannot be read (boot.py keeps ``commune_host_last_unexpected_shutdown_timestamp_seconds``).
 - Static facts (OS, CPU model, core counts, RAM, disk types) are read once and cached; disk facts
   are read again only when the set of disks changes (a USB disk plugged in).
 
@@ -45,6 +49,7 @@ import os
 import platform
 import re
 import struct
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -52,6 +57,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, 
 
 from agent.inputs.base import InputSection
 from agent.inputs.boot import Boot, BootTracker
+from agent.inputs.winevents import WindowsBootLog
 from agent.samples import Sample, sample
 from agent.schema import Duration
 
@@ -404,7 +410,7 @@ class HostInput:
                  read: Callable[[str], Optional[str]] = read_text,
                  listdir: Callable[[str], List[str]] = list_dir,
                  windows_disk: Optional[Callable[[str], Tuple[str, str]]] = None,
-                 boots: Optional[BootTracker] = None,
+                 boots: Optional[BootTracker] = None, boot_log: Optional[WindowsBootLog] = None,
                  wmi_query: Optional[Callable[[str, str], List[dict]]] = None,
                  clock: Callable[[], float] = time.monotonic):
         if ps is None:
@@ -431,6 +437,7 @@ class HostInput:
         self.clock = clock
         self._wmi_battery: Tuple[Optional[float], List[Sample]] = (None, [])
         self._wmi_battery_failed = False
+        self.boot_log = boot_log  # Windows: boots and shutdowns from the event log
 
     def collect(self) -> List[Sample]:
         ps = self.ps
@@ -452,8 +459,7 @@ class HostInput:
         out += network_samples(pernic, ps.net_if_stats() if pernic else {})
         boot_time = self.boot_time()
         out.append(sample("node_boot_time_seconds", boot_time))
-        if self.boots is not None:
-            out += self.boots.observe(Boot(boot_time, self.boot_id()))
+        out += self.boot_samples(boot_time)
         if self.section.sensors:
             out += self.sensors()
         return out
@@ -467,6 +473,13 @@ class HostInput:
         if self._boot_time is None or abs(now - self._boot_time) > BOOT_TIME_TOLERANCE:
             self._boot_time = now
         return self._boot_time
+
+    def boot_samples(self, boot_time: float) -> List[Sample]:
+        """boot.py's samples, those of the same name replaced by the event log's where it was read."""
+        tracked = self.boots.observe(Boot(boot_time, self.boot_id())) if self.boots is not None else []
+        logged = self.boot_log.observe() if self.boot_log is not None else []
+        names = {s.name for s in logged}
+        return logged + [s for s in tracked if s.name not in names]
 
     def boot_id(self) -> str:
         """The kernel's id of this boot (Linux; read once), "" elsewhere."""
@@ -721,4 +734,5 @@ def _windows_cpu_model() -> str:
 
 def build(section: Config, config) -> list:
     state_dir = getattr(getattr(config, "agent", None), "state_dir", "")
-    return [HostInput(section, boots=BootTracker(state_dir) if state_dir else None)]
+    boot_log = WindowsBootLog(state_dir) if state_dir and sys.platform == "win32" else None
+    return [HostInput(section, boots=BootTracker(state_dir) if state_dir else None, boot_log=boot_log)]

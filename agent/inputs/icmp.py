@@ -1,6 +1,10 @@
-"""ICMP echo probes with icmplib: RTT, jitter and packet loss per target, the gateway found itself.
+"""ICMP echo probes: RTT, jitter and packet loss per target, the gateway found itself.
 
-This is the only module of the project that imports icmplib (inside functions, not at the top).
+Linux and other Unixes ping with icmplib; this is the only module of the project that imports it
+(inside functions, not at the top). Windows pings through the ICMP API of iphlpapi.dll
+(agent/inputs/winicmp.py), which needs no raw socket and so works under the LocalService
+account; both return an :class:`EchoResult` and feed the same series. On Windows round-trip
+times have 1 ms resolution and a reply within a millisecond reads 0 (see winicmp.py).
 
 A probe of a target sends ``count`` echo requests at a fixed cadence of ``echo_interval`` (like
 ``ping -i``), each waiting at most ``echo_timeout`` for its reply, so a probe never lasts longer
@@ -14,10 +18,10 @@ default gateway of each address family is looked up before every probe round (Li
 Windows: ``route print``, re-read every five minutes or when the gateway stopped answering) and
 probed as target ``gateway`` (IPv4) / ``gateway-ipv6`` with hop ``gateway``.
 
-Sockets: unprivileged ICMP datagram sockets where the OS allows them (Linux with
-``net.ipv4.ping_group_range`` covering the agent's group), raw sockets when privileged
-(root, CAP_NET_RAW, Windows services). ``privileged: auto`` tries the first, then the second, and
-the agent refuses to start with the fix spelled out when neither works.
+Sockets (icmplib, not Windows): unprivileged ICMP datagram sockets where the OS allows them (Linux
+with ``net.ipv4.ping_group_range`` covering the agent's group), raw sockets when privileged
+(root, CAP_NET_RAW). ``privileged: auto`` tries the first, then the second, and the agent refuses
+to start with the fix spelled out when neither works. Windows ignores ``privileged``.
 
 Run once by hand (prints the samples in the exposition format)::
 
@@ -105,6 +109,7 @@ class Config(InputSection):
     payload_size: int = 56
     # auto: unprivileged ICMP sockets if the OS allows them, else raw sockets;
     # true: raw sockets only (root / CAP_NET_RAW); false: unprivileged sockets only.
+    # Ignored on Windows, which pings through the ICMP API (no privilege needed).
     privileged: Literal["auto", "true", "false"] = "auto"
     targets: List[Target] = field(default_factory=list)
 
@@ -288,11 +293,8 @@ def _ping_group_range(proc_root: str = "/proc") -> str:
         return "unknown"
 
 
-def privilege_help(windows: bool = sys.platform == "win32") -> str:
-    """What to change when the agent may open no ICMP socket at all."""
-    if windows:
-        return ("ICMP needs raw sockets on Windows: run the agent as a service (LocalSystem) or as "
-                "Administrator, or set icmp.enabled: false")
+def privilege_help() -> str:
+    """What to change when the agent may open no ICMP socket at all (not Windows: see build)."""
     gid = os.getegid()
     return (f"ICMP needs either net.ipv4.ping_group_range covering gid {gid} (now "
             f"'{_ping_group_range()}'; fix: sysctl -w net.ipv4.ping_group_range='0 2147483647') "
@@ -304,10 +306,7 @@ def choose_privileged(setting: str) -> bool:
     """Whether to use raw sockets, tried in the order ``auto`` implies; ConfigErrors if none works."""
     from icmplib import ICMPv4Socket, ICMPLibError, SocketPermissionError
 
-    if sys.platform == "win32":
-        order = [True]   # icmplib always uses raw sockets on Windows
-    else:
-        order = {"auto": [False, True], "false": [False], "true": [True]}[setting]
+    order = {"auto": [False, True], "false": [False], "true": [True]}[setting]
     problems = []
     for privileged in order:
         try:
@@ -442,6 +441,11 @@ class UnavailableInput:
 
 
 def build(section: Config, config) -> list:
+    if sys.platform == "win32":   # the ICMP API: no raw sockets, so no privilege to choose
+        from agent.inputs.winicmp import WindowsPinger
+
+        return [IcmpInput(section, WindowsPinger(section.count, section.echo_interval, section.echo_timeout,
+                                                 section.payload_size))]
     try:
         privileged = choose_privileged(section.privileged)
     except ConfigErrors as exc:
