@@ -25,6 +25,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[all,test]'
 
+# The Windows bundle tests build real Windows wheelhouses; the suite has no network below, so the
+# wheels are fetched now (again only what is missing) and read offline there.
+export COMMUNE_WINDOWS_WHEELS="$PWD/.cache/windows-wheels"
+.venv/bin/python -m tests.prefetch_windows_wheels "$COMMUNE_WINDOWS_WHEELS" >/dev/null 2>&1 ||
+  echo "tests/run.sh: no package index reachable: the Windows bundle tests will skip" >&2
+
 # The suite runs in a network namespace of its own holding only loopback: no test can reach the
 # machine's real gateway or any address beyond 127.0.0.0/8, ::1 and the namespaces tests create
 # (the agent's default gateway probe then finds no gateway). Needs root; otherwise run as is.

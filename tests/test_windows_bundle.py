@@ -7,6 +7,7 @@ key. Running install.cmd and starting the service needs a Windows machine (docs/
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -57,11 +58,32 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def build_or_skip(zip_path: Path, out: Path, arch: str = "win_amd64"):
+@contextlib.contextmanager
+def prefetched():
+    """Offline (tests/run.sh's network namespace), pip reads only the wheels that
+    tests/prefetch_windows_wheels.py fetched before, named by COMMUNE_WINDOWS_WHEELS."""
+    cache = os.environ.get("COMMUNE_WINDOWS_WHEELS")
+    saved = {k: os.environ.get(k) for k in ("PIP_NO_INDEX", "PIP_FIND_LINKS")}
+    if cache and Path(cache).is_dir():
+        os.environ.update(PIP_NO_INDEX="1", PIP_FIND_LINKS=cache)
     try:
-        return builder.build(zip_path, sha256(zip_path), out, "3.11", arch)
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def build_or_skip(zip_path: Path, out: Path, arch: str = "win_amd64"):
+    """Build for real, from PyPI or the prefetched wheels."""
+    try:
+        with prefetched():
+            return builder.build(zip_path, sha256(zip_path), out, "3.11", arch)
     except builder.IndexUnreachable as exc:
-        pytest.skip(f"pip download cannot reach a package index from here: {exc}")
+        pytest.skip(f"pip download cannot reach a package index from here (and no prefetched wheels in "
+                    f"COMMUNE_WINDOWS_WHEELS): {exc}")
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +217,7 @@ def test_win32_bundle_or_the_dependency_without_a_wheel(tmp_path):
         return
     for path in (tmp_path / "out" / "wheelhouse").iterdir():
         assert {t.platform for t in builder.parse_wheel_filename(path.name)[3]} <= {"win32", "any"}, path.name
-    with pytest.raises(builder.BundleError, match=r"no win32 wheel for CPython 3\.11 of: pywin32==1\.0"):
+    with prefetched(), pytest.raises(builder.BundleError, match=r"no win32 wheel for CPython 3\.11 of: pywin32==1\.0"):
         builder.download(["pywin32==1.0"], tmp_path / "none", "win32", "3.11")
 
 

@@ -233,7 +233,7 @@ def build_wheelhouse(wheelhouse: Path, arch: str, python_version: str, full_vers
     # deleted since, and building in place would leave build/ and *.egg-info in the checkout.
     source = wheelhouse.parent.parent / "source"
     shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", "var"))
+        ".git", ".venv", "venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", "var", ".cache"))
     run_pip(["wheel", "--no-deps", "--disable-pip-version-check", "-w", str(wheelhouse), str(source)],
             "pip wheel of the project")
     project = next(wheelhouse.glob("commune_monitor-*.whl"))
