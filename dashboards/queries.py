@@ -240,3 +240,7 @@ ACTION = "commune:device_replacement_action:info"
 ACTION_TABLE = (f"{ACTION}{{{C}, {DEVICE_KIND}}} * on (commune, device, kind) group_left (reason) "
                 f"{SCORE_REASON}{{{C}, {DEVICE_KIND}}}")
 ACTIONS_BY_KIND = f"count by (action, kind) ({ACTION}{{{C}, {DEVICE_KIND}}})"
+
+
+# Forecasts (forecasts.yml), in days.
+RATED_LIFE_WITHIN_A_YEAR = f"commune:device_days_until_rated_life:days{{{C}, {DEVICE_KIND}}} < 365"

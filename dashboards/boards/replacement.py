@@ -4,7 +4,7 @@ from __future__ import annotations
 from dashboards import queries as q
 from dashboards import variables
 from dashboards.boards.common import device_link
-from dashboards.model import OK, Q, Text, above, bargauge, column, dashboard, row, table, timeseries, uid
+from dashboards.model import OK, Q, Text, above, bargauge, below, column, dashboard, row, table, timeseries, uid
 
 NAME = "replacement"
 
@@ -74,6 +74,17 @@ def build(lang: str) -> dict:
                  Text("How many of each action, by device kind: the quantities of the purchase.",
                       "Số lượng từng đề xuất theo loại thiết bị: số lượng cần mua."),
                  [Q(q.ACTIONS_BY_KIND, "{{action}} {{kind}}")], unit="short", steps=OK, min=0, w=8, h=10),
+        table(Text("Reaching rated life within a year", "Đến tuổi thọ trong vòng một năm"),
+              Text("Days until each device reaches its rated life (purchase date, or the BIOS date where the "
+                   "fleet file has none, plus the rated life of the file or of its kind; forecasts.yml): what "
+                   "next year's purchase plan must hold.",
+                   "Số ngày đến khi thiết bị hết tuổi thọ (ngày mua, hoặc ngày BIOS nếu danh mục không có, cộng "
+                   "tuổi thọ; forecasts.yml): những gì kế hoạch mua sắm năm tới cần tính đến."),
+              [Q(q.RATED_LIFE_WITHIN_A_YEAR)], unit="none", steps=below(90, 180), w=12, h=10,
+              sort=(Text("Days", "Số ngày"), False),
+              columns={"commune": Text("Commune", "Mã xã"), "device": Text("Device", "Thiết bị"),
+                       "kind": Text("Kind", "Loại"), "Value": Text("Days", "Số ngày")},
+              cell_overrides=[column(Text("Days", "Số ngày"), decimals=0)]),
         row(Text("Why", "Lý do")),
         bargauge(Text("Score by device", "Điểm theo thiết bị"),
                  Text("The twenty highest replacement scores.", "Hai mươi điểm thay thế cao nhất."),
