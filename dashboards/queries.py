@@ -243,4 +243,4 @@ ACTIONS_BY_KIND = f"count by (action, kind) ({ACTION}{{{C}, {DEVICE_KIND}}})"
 
 
 # Forecasts (forecasts.yml), in days.
-RATED_LIFE_WITHIN_A_YEAR = f"commune:device_days_until_rated_life:days{{{C}, {DEVICE_KIND}}} < 365"
+RATED_LIFE_WITHIN_A_YEAR = f"bottomk(50, commune:device_days_until_rated_life:days{{{C}, {DEVICE_KIND}}})"

@@ -74,7 +74,7 @@ def build(lang: str) -> dict:
                  Text("How many of each action, by device kind: the quantities of the purchase.",
                       "Số lượng từng đề xuất theo loại thiết bị: số lượng cần mua."),
                  [Q(q.ACTIONS_BY_KIND, "{{action}} {{kind}}")], unit="short", steps=OK, min=0, w=8, h=10),
-        table(Text("Reaching rated life within a year", "Đến tuổi thọ trong vòng một năm"),
+        table(Text("Days until rated life, soonest first", "Số ngày đến hết tuổi thọ, sớm nhất trước"),
               Text("Days until each device reaches its rated life (purchase date, or the BIOS date where the "
                    "fleet file has none, plus the rated life of the file or of its kind; forecasts.yml): what "
                    "next year's purchase plan must hold.",
