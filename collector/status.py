@@ -25,12 +25,12 @@ import sys
 import time
 from typing import Dict, List, Optional, Tuple
 
+from collector.report.budget import ACTIONS  # the rules' actions, in the order they are listed
+
 from collector.promapi import Prometheus, PrometheusError
 
 DEFAULT_PROMETHEUS = "http://127.0.0.1:9090"
 SEVERITIES = ("critical", "warning", "info")
-# the recommended actions of collector/rules/replacement.yml, in the order they are listed
-_ACTION_ORDER = ["replace_device", "replace_disk", "add_memory", "replace_battery", "maintenance_kit"]
 
 # name -> PromQL; {limit} is filled in. Every query is evaluated at the same instant.
 QUERIES = {
@@ -143,7 +143,7 @@ def summarize(results: Dict[str, List[dict]], now: float, recent: float = 300.0,
     candidates = [{"commune": m(i).get("commune", ""), "device": m(i).get("device", ""), "kind": m(i).get("kind", ""),
                    "reason": m(i).get("reason", ""), "score": round(_value(i), 1),
                    "actions": sorted(actions.get((m(i).get("commune", ""), m(i).get("device", "")), []),
-                                     key=lambda a: _ACTION_ORDER.index(a) if a in _ACTION_ORDER else 99)}
+                                     key=lambda a: ACTIONS.index(a) if a in ACTIONS else 99)}
                   for i in results.get("replacement", [])]
     candidates.sort(key=lambda c: (-c["score"], c["commune"], c["device"]))
 

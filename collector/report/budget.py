@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Tuple
 
 from agent.schema import ConfigError, ConfigErrors, load_yaml
+from collector.fleet import KINDS
 
 DEFAULT_PRICES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "prices.yaml")
 # What the rules recommend (collector/rules/replacement.yml), in the order the report lists them.
 ACTIONS = ("replace_device", "replace_disk", "add_memory", "replace_battery", "maintenance_kit")
-KINDS = ("pc", "laptop", "printer", "router", "ups")
 
 
 @dataclass(frozen=True)

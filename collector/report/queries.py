@@ -20,6 +20,14 @@ OFFICE_HOURS = ('((hour(vector(time() + 25200)) >= bool 7) * (hour(vector(time()
                 ' * (day_of_week(vector(time() + 25200)) >= bool 1) * (day_of_week(vector(time() + 25200)) <= bool 5)'
                 ' == 1)')
 
+def _last_recorded(metric: str, by: str) -> str:
+    """When ``metric`` was last recorded within the period, per ``by``. The subquery's steps are
+    aligned to 5 minutes; the instant part covers a sample newer than the last step."""
+    return (f'max by ({by}) ('
+            f'label_replace(max_over_time(timestamp({metric})[{{P}}:5m]), "src", "h", "", "")'
+            f' or label_replace(timestamp({metric}), "src", "n", "", ""))')
+
+
 INVENTORY = {
     "communes": "last_over_time(commune_office_info[{P}])",
     "devices": "last_over_time(commune_device_info[{P}])",
@@ -40,15 +48,8 @@ SCORES = {
     "factor": "last_over_time(commune:device_replacement_factor:ratio[{P}])",
     # when each recommended action and each score was last recorded: the actions of a device are
     # those recorded with its latest score (an SSD fitted mid-period is no longer recommended)
-    # (the subquery's steps are aligned to 5 minutes: the instant part covers the last one)
-    "action_time": (
-        'max by (commune, device, kind, action) ('
-        'label_replace(max_over_time(timestamp(commune:device_replacement_action:info)[{P}:5m]), "src", "h", "", "")'
-        ' or label_replace(timestamp(commune:device_replacement_action:info), "src", "n", "", ""))'),
-    "score_time": (
-        'max by (commune, device, kind) ('
-        'label_replace(max_over_time(timestamp(commune:device_replacement_score:0_100)[{P}:5m]), "src", "h", "", "")'
-        ' or label_replace(timestamp(commune:device_replacement_score:0_100), "src", "n", "", ""))'),
+    "action_time": _last_recorded("commune:device_replacement_action:info", "commune, device, kind, action"),
+    "score_time": _last_recorded("commune:device_replacement_score:0_100", "commune, device, kind"),
 }
 
 # name -> PromQL giving one measured value per (commune, device)
