@@ -341,6 +341,7 @@ def test_every_panel_query_has_data_from_the_real_pipeline(tmp_path):
                 'commune_device_info', 'commune_agent_last_push_timestamp_seconds',
                 'commune_service:probe_success:avg_over_time_30d',
                 'commune:device_replacement_score:top_reason{device="ups-apc"}',
+                'commune:device_days_until_rated_life:days',  # forecasts.yml, a group of its own
                 'count(rate(node_cpu_seconds_total[5s]))',
             ]
             missing = [q for q in needed if not support.prom_query(prom_url, q)]
