@@ -234,3 +234,22 @@ DEVICE_AGE = f"max by (commune, device) (time() - commune_device_purchase_timest
 TOP_SCORES = f"topk(20, {SCORE}{{{C}, {DEVICE_KIND}}})"
 TOP_SCORES_OVER_TIME = f"topk(10, {SCORE}{{{C}, {DEVICE_KIND}}})"
 CANDIDATES_BY_REASON = f"count by (reason) ({SCORE_REASON}{{{C}, {DEVICE_KIND}}} >= {CANDIDATE_SCORE})"
+
+# Forecasts (forecasts.yml), in seconds: until a supply runs out (trend since its last refill), until
+# a PC's system filesystem is full, until a printer or a UPS battery reaches its rated life.
+SUPPLY_TIME_LEFT = f"commune_agent_target:printer_supply_time_left:seconds{{{PRINTER}}}"
+SUPPLY_USE_PER_DAY = f"commune_agent_target:printer_supply_use:rate_since_refill{{{PRINTER}}} * 86400"
+SUPPLY_LEVEL_FORECAST = (f"max by (commune, agent, target, index, description, type, class) "
+                         f"(commune_printer_supply_level_ratio{{{PRINTER}}})"
+                         f" and on (commune, agent, target, index, description, type, class) {SUPPLY_TIME_LEFT}")
+# Until a printer's rated lifetime pages (label what="pages") or a UPS battery's rated life
+# (what="battery"), by inventory device.
+RATED_LIFE_TIME_LEFT = (
+    f'label_replace(commune:device_rated_pages_time_left:seconds{{{C}, {DEVICE_KIND}}}, "what", "pages", "", "")'
+    f' or label_replace(commune:device_ups_battery_time_left:seconds{{{C}, {DEVICE_KIND}}}, "what", "battery", "", "")')
+DISK_TIME_LEFT = (f"commune_agent:node_filesystem_system_time_left:seconds{{{C}}}"
+                  f" * on (commune, agent) group_left (device) "
+                  f'max by (commune, agent, device) (commune_device_info{{{C}, {DEVICE_KIND}, kind=~"{PC_KINDS}"}})')
+DISK_USE_PER_DAY = (f"commune_agent:node_filesystem_system_use:rate_since_cleanup{{{C}}} * 86400"
+                    f" * on (commune, agent) group_left (device) "
+                    f'max by (commune, agent, device) (commune_device_info{{{C}, {DEVICE_KIND}, kind=~"{PC_KINDS}"}})')
