@@ -242,5 +242,23 @@ ACTION_TABLE = (f"{ACTION}{{{C}, {DEVICE_KIND}}} * on (commune, device, kind) gr
 ACTIONS_BY_KIND = f"count by (action, kind) ({ACTION}{{{C}, {DEVICE_KIND}}})"
 
 
-# Forecasts (forecasts.yml), in days.
-RATED_LIFE_WITHIN_A_YEAR = f"bottomk(50, commune:device_days_until_rated_life:days{{{C}, {DEVICE_KIND}}})"
+# Forecasts (forecasts.yml), in seconds: until a supply runs out (trend since its last refill), until
+# a PC's system filesystem is full, until a printer or a UPS battery reaches its rated life.
+SUPPLY_TIME_LEFT = f"commune_agent_target:printer_supply_time_left:seconds{{{PRINTER}}}"
+SUPPLY_USE_PER_DAY = f"commune_agent_target:printer_supply_use:rate_since_refill{{{PRINTER}}} * 86400"
+SUPPLY_LEVEL_FORECAST = (f"max by (commune, agent, target, index, description, type, class) "
+                         f"(commune_printer_supply_level_ratio{{{PRINTER}}})"
+                         f" and on (commune, agent, target, index, description, type, class) {SUPPLY_TIME_LEFT}")
+# Until a device reaches its rated life (label what="device"; the 50 soonest), a printer its rated
+# lifetime pages (what="pages") or a UPS battery its rated life (what="battery"), by inventory device.
+RATED_LIFE_TIME_LEFT = (
+    f'label_replace(bottomk(50, commune:device_rated_life_time_left:seconds{{{C}, {DEVICE_KIND}}}), '
+    f'"what", "device", "", "") or '
+    f'label_replace(commune:device_rated_pages_time_left:seconds{{{C}, {DEVICE_KIND}}}, "what", "pages", "", "")'
+    f' or label_replace(commune:device_ups_battery_time_left:seconds{{{C}, {DEVICE_KIND}}}, "what", "battery", "", "")')
+DISK_TIME_LEFT = (f"commune_agent:node_filesystem_system_time_left:seconds{{{C}}}"
+                  f" * on (commune, agent) group_left (device) "
+                  f'max by (commune, agent, device) (commune_device_info{{{C}, {DEVICE_KIND}, kind=~"{PC_KINDS}"}})')
+DISK_USE_PER_DAY = (f"commune_agent:node_filesystem_system_use:rate_since_cleanup{{{C}}} * 86400"
+                    f" * on (commune, agent) group_left (device) "
+                    f'max by (commune, agent, device) (commune_device_info{{{C}, {DEVICE_KIND}, kind=~"{PC_KINDS}"}})')

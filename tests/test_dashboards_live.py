@@ -55,7 +55,10 @@ SNMP_TARGETS = {"printer-01": "printer", "router-01": "router", "ups-apc": "ups_
 # Counters made to move with snmpsim's numeric variation (value = recorded + rate x seconds), so
 # rates, pages per day, errors per packet and error time per 1,000 pages have something to show.
 MOVING = {
-    "printer": {"1.3.6.1.2.1.43.10.2.1.4.1.1": 50},                      # prtMarkerLifeCount
+    "printer": {"1.3.6.1.2.1.43.10.2.1.4.1.1": 50,                       # prtMarkerLifeCount
+                # the black cartridge's prtMarkerSuppliesLevel (240 of 3000) falls 12 a minute, so
+                # the supply forecasts of forecasts.yml have a falling trend to work on
+                "1.3.6.1.2.1.43.11.1.1.9.1.1": -0.2},
     "router": {"1.3.6.1.2.1.2.2.1.10.2": 125000, "1.3.6.1.2.1.31.1.1.1.6.2": 125000,   # in octets
                "1.3.6.1.2.1.31.1.1.1.10.2": 60000,                                  # out octets
                "1.3.6.1.2.1.2.2.1.11.2": 100, "1.3.6.1.2.1.31.1.1.1.7.2": 100,      # in unicast
@@ -93,6 +96,10 @@ NOT_FEASIBLE: Dict[Tuple[str, str, str], str] = {
         "slow_boot factor: the test machine booted long before the agent started",
     ("replacement", "Devices to replace, worst first", factor_ref("disk_health")):
         "disk_health factor: smartctl cannot read the test machine's virtual disk",
+    # The system disk forecast needs the test machine's "/" to fill steadily over the test; other
+    # processes on the machine may as well free space meanwhile, so it cannot be relied on.
+    ("replacement", "System disks filling", "A"): "needs the test machine's system disk to be filling up",
+    ("replacement", "System disks filling", "B"): "needs the test machine's system disk to be filling up",
 }
 
 
@@ -341,7 +348,7 @@ def test_every_panel_query_has_data_from_the_real_pipeline(tmp_path):
                 'commune_device_info', 'commune_agent_last_push_timestamp_seconds',
                 'commune_service:probe_success:avg_over_time_30d',
                 'commune:device_replacement_score:top_reason{device="ups-apc"}',
-                'commune:device_days_until_rated_life:days',  # forecasts.yml, a group of its own
+                'commune:device_rated_life_time_left:seconds',  # forecasts.yml, a group of its own
                 'count(rate(node_cpu_seconds_total[5s]))',
             ]
             missing = [q for q in needed if not support.prom_query(prom_url, q)]
@@ -354,8 +361,10 @@ def test_every_panel_query_has_data_from_the_real_pipeline(tmp_path):
             f"rate(commune_snmp_if_in_octets_total[{RATE_INTERVAL_S}s]) > 0",
             'commune:device_replacement_factor:ratio{factor="interface_errors"}',
             'commune:device_replacement_factor:ratio{factor="error_time"}',
-            'commune:device_replacement_factor:ratio{factor="battery_wear"}')),
-            timeout=120, interval=1, what="two SNMP polls within a rate window and the counter-based factors")
+            'commune:device_replacement_factor:ratio{factor="battery_wear"}',
+            'commune_agent_target:printer_supply_time_left:seconds',
+            'commune:device_rated_pages_time_left:seconds')),
+            timeout=120, interval=1, what="two SNMP polls within a rate window, the counter-based factors and the forecasts")
         end = time.time()
 
         # Two factors count office hours only (07-17 Vietnam time, Monday to Friday): outside them
@@ -407,6 +416,21 @@ def test_every_panel_query_has_data_from_the_real_pipeline(tmp_path):
         wear = {m["device"]: v for m, v in last(("replacement", "Devices to replace, worst first",
                                                  factor_ref("battery_wear")))}
         assert wear == {LAPTOP: 1}
+        # Forecasts: the falling black cartridge (0.2 of 3000 a second) runs out within the hour, the
+        # static waste toner unit has none; printer-01 (rated 100,000 pages, 50 pages a second) is a
+        # few minutes from its rating; both UPSes were bought more than 3 years ago (battery: 0); every
+        # device has its own rated life.
+        supplies = {m["description"]: v for m, v in last(("printers", "Supplies running out", "A"))}
+        assert set(supplies) == {"Black Cartridge HP CF259A"} and 0 < supplies["Black Cartridge HP CF259A"] < 3600
+        rated = {(m["device"], m["what"]): v for m, v in last(("replacement", "Reaching rated life", "A"))}
+        assert {k for k in rated if k[1] != "device"} == {("printer-01", "pages"), ("ups-apc", "battery"),
+                                                          ("ups-east", "battery")}
+        # and every device of the inventory (the self-registered PC and laptop too) by its own rated life
+        assert {"pc-live-01", "laptop-live-01", "router-01", "ups-apc", "ups-east"} <= {
+            d for d, what in rated if what == "device"}
+        assert all(v >= 0 for v in rated.values())
+        assert 0 < rated[("printer-01", "pages")] < 3 * 3600
+        assert rated[("ups-apc", "battery")] == rated[("ups-east", "battery")] == 0
         print(f"{len(results)} queries checked; exempt here: {len(exempt)}")
 
 

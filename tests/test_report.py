@@ -28,7 +28,7 @@ import yaml
 
 from agent.remote_write import encode
 from collector.report import gather as gather_mod
-from collector.report import render, texts
+from collector.report import forecasts, render, texts
 from collector.promapi import Prometheus
 from collector.report.gather import ReportError
 from tests.support import REPO, VENV_BIN, free_port, prom_query, start_prometheus, wait_until
@@ -83,6 +83,13 @@ def history(agent: str, origin: int, start: int, end: int):
                 target="printer-1", marker="1")
             add(1 if hour == 3 else 0, ts, __name__="commune_printer_error_state", target="printer-1",
                 condition="jammed")
+            # its toner: 40 % at the start, 1 point used a day, never refilled (the Forecasts section)
+            add(0.40 - elapsed / 86400 * 0.01, ts, __name__="commune_printer_supply_level_ratio", target="printer-1",
+                index="1", description="Canon 303 Black", type="toner", **{"class": "consumed"})
+            # its system drive: 40 GB free at the start, 1 GB taken a day
+            add(40e9 - elapsed / 86400 * 1e9, ts, __name__="node_filesystem_avail_bytes", device="C:\\",
+                fstype="NTFS", mountpoint="C:\\")
+            add(250e9, ts, __name__="node_filesystem_size_bytes", device="C:\\", fstype="NTFS", mountpoint="C:\\")
             add(1, ts, __name__="commune_snmp_up", target="printer-1")
             add(0.02, ts, __name__="commune_icmp_packet_loss_ratio", target="gateway", address="192.0.2.1",
                 hop="gateway")
@@ -421,6 +428,53 @@ def test_report_ranks_worn_device_first_with_its_evidence(pipeline):
     assert lines[("replace_device", "pc")].total == report.prices.table[("replace_device", "pc")].price
     assert budget.total(lines.values()) == sum(report.prices.table[(a, d.kind)].price
                                                for c in report.communes for d in c.devices for a in d.actions)
+
+
+def test_report_forecasts(pipeline):
+    """The Forecasts section, from the recording rules of forecasts.yml on the history: the toner
+    (13 % left at the end, 1 point a day) and the system drive (13 GB free, 1 GB a day) run out in
+    about 13 days; printer-1 (about 42,700 of 50,000 rated pages, 100 a day) reaches its rating in
+    about 73 days. Its history is 27 days, shorter than the 30-day page window, so the rule takes
+    the page counter's 7-day slope: exactly 100 a day."""
+    period = gather_mod.parse_period(pipeline.period_text, pipeline.now)
+    report = gather_mod.gather(Prometheus(pipeline.url), period, now=pipeline.now)
+    fc = report.forecasts
+    level = pipeline.series("pc-old", "commune_printer_supply_level_ratio").points[-1][1]
+    free = pipeline.series("pc-old", "node_filesystem_avail_bytes").points[-1][1]
+    pages = pipeline.series("pc-old", "commune_printer_pages_total").points[-1][1]
+    (supply,) = fc.supplies
+    assert (supply.commune, supply.device, supply.supply) == (COMMUNE, "printer-1", "Canon 303 Black")
+    assert supply.level == pytest.approx(level, rel=1e-9)
+    assert supply.days == pytest.approx(level / 0.01, rel=1e-6) and 12 < supply.days < 14
+    # pc-old (bought 2020-01-15, rated 5 years) is past its rated life at any date of the run
+    by_what = {(d.device, d.what): d for d in fc.life}
+    assert by_what[("pc-old", "device")].days == 0 and by_what[("pc-old", "device")].kind == "pc"
+    assert all(0 <= d.days <= forecasts.LIFE_DAYS for d in fc.life)
+    assert [d.days for d in fc.life] == sorted(d.days for d in fc.life)
+    (life,) = [d for d in fc.life if d.what == "pages"]
+    assert (life.device, life.kind, life.model, life.what) == ("printer-1", "printer", "Canon LBP2900", "pages")
+    assert life.days == pytest.approx((50000 - pages) / 100, rel=1e-6) and 70 < life.days < 76
+    (disk,) = fc.disks
+    assert (disk.device, disk.mountpoint) == ("pc-old", "C:\\")
+    assert disk.bytes_per_day == pytest.approx(1e9, rel=1e-6)
+    assert disk.days == pytest.approx(free / 1e9, rel=1e-6) and 12 < disk.days < 14
+    assert fc.battery_years == pytest.approx(3)
+    page = render.html_report(report, "en")
+    section = page.split("<h2>Forecasts</h2>")[1].split("<section")[0]
+    for text in ("Supplies to order", "Devices reaching their rated life", "System disks filling up",
+                 "Canon 303 Black", "Rated lifetime pages", "Device rated life", "past it", "UPS batteries: 3 years from the UPS&#x27;s purchase date"):
+        assert text in section, text
+    assert f"<td class=\"num\">{texts.number(supply.days, 'en', 0)}</td>" in section
+    vi = render.html_report(report, "vi").split("<h2>Dự báo</h2>")[1].split("<section")[0]
+    for text in ("Vật tư cần đặt mua", "Thiết bị sắp hết tuổi thọ định mức", "Ổ hệ thống sắp đầy", "Số trang in định mức"):
+        assert text in vi, text
+    # as of a time before the rules ran, there is nothing to forecast, and the section says so
+    midnight = date_change_before(pipeline.end - 600)
+    before = dt.datetime.fromtimestamp(midnight - 1, gather_mod.VN)
+    early = gather_mod.gather(Prometheus(pipeline.url), gather_mod.parse_period(period_text(before), before),
+                              daily=False, now=before)
+    assert early.forecasts.supplies == early.forecasts.life == early.forecasts.disks == []
+    assert "No supply is running out." in render.html_report(early, "en")
 
 
 def date_change_before(t: float) -> float:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from collector.report import budget, queries
+from collector.report import forecasts as forecasts_mod
 from collector.promapi import Prometheus
 
 VN = dt.timezone(dt.timedelta(hours=7), "ICT")
@@ -135,6 +136,7 @@ class Report:
     generated: dt.datetime
     communes: List[CommuneBlock]
     prices: Optional[budget.Prices] = None
+    forecasts: Optional[forecasts_mod.Forecasts] = None  # the Forecasts section (forecasts.py)
 
     def summary(self) -> Dict[str, Dict[str, int]]:
         """kind -> status -> count, over the whole province."""
@@ -317,4 +319,6 @@ def gather(prom: Prometheus, period: Period, communes: Sequence[str] = (), daily
         blocks.append(CommuneBlock(code, office.get("name", code), office.get("province", ""), rows,
                                    [(s, avail[s], resp.get(s)) for s in sorted(avail)],
                                    [(h, loss.get(h), rtt.get(h)) for h in hops]))
-    return Report(period, prom.url, _vn(now), blocks)
+    report = Report(period, prom.url, _vn(now), blocks)
+    report.forecasts = forecasts_mod.gather(prom, period.end, period.range, {b.code: b.name for b in blocks})
+    return report

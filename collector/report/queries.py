@@ -130,3 +130,19 @@ DAILY = {
     "ups": "min by (commune, agent, target) (min_over_time(commune_ups_battery_charge_ratio[1d]))",
 }
 DAILY["laptop"] = DAILY["pc"]
+
+# Forecasts (collector/rules/forecasts.yml) as of the period's end: the last value the recording
+# rules wrote within the hour before it, in days. Keyed as the rules key them (supplies by
+# commune, agent, target and supply; disks by commune, agent and mountpoint; rated life by
+# commune and device). Not over the whole period: a forecast is about what comes after it.
+FORECASTS = {
+    "supply_days": "last_over_time(commune_agent_target:printer_supply_time_left:seconds[1h]) / 86400",
+    "supply_level": "max by (commune, agent, target, index) (last_over_time(commune_printer_supply_level_ratio[1h]))",
+    "rated_life_days": "last_over_time(commune:device_rated_life_time_left:seconds[1h]) / 86400",
+    "rated_pages_days": "last_over_time(commune:device_rated_pages_time_left:seconds[1h]) / 86400",
+    "ups_battery_days": "last_over_time(commune:device_ups_battery_time_left:seconds[1h]) / 86400",
+    "disk_days": "last_over_time(commune_agent:node_filesystem_system_time_left:seconds[1h]) / 86400",
+    "disk_bytes_per_day": "last_over_time(commune_agent:node_filesystem_system_use:rate_since_cleanup[1h]) * 86400",
+    "battery_rated_seconds": "last_over_time(global:ups_battery_rated_life:seconds[1h])",
+    "devices": "last_over_time(commune_device_info[{P}])",
+}

@@ -7,7 +7,7 @@ import io
 import os
 from typing import List, Optional, Sequence, Tuple
 
-from collector.report import budget, texts
+from collector.report import budget, forecasts, texts
 from collector.report.gather import REPLACE_AT, STATUSES, WATCH_AT, DeviceRow, FactorRow, Report, ReportError
 
 CSS = """
@@ -162,6 +162,7 @@ def html_report(report: Report, lang: str) -> str:
                     key=lambda d: -(d.score if d.score is not None else -1))
     out.append(f"<h2>{_e(t('ranked'))}</h2>")
     out.append(_device_table(ranked, lang, with_commune=True, names={c.code: c.name for c in report.communes}))
+    out.append(forecasts.html_section(report.forecasts, {c.code: c.name for c in report.communes}, lang))
     for c in report.communes:
         out.append(f"<section class=\"commune\"><h2>{_e(c.name)} ({_e(c.code)})"
                    + (f" — {_e(c.province)}" if c.province else "") + "</h2>")

@@ -208,3 +208,45 @@ def period_name(start: dt.date, end: dt.date, lang: str, month: Optional[bool] =
     if month:
         return f"Tháng {start.month}/{start.year}" if lang == "vi" else f"{_MONTHS_EN[start.month - 1]} {start.year}"
     return f"{date(start, lang)} – {date(end, lang)}"
+
+# The Forecasts section (collector/report/forecasts.py).
+FORECAST: Dict[str, Dict[str, str]] = {
+    "forecasts": {"vi": "Dự báo", "en": "Forecasts"},
+    "intro": {
+        "vi": "Tính đến {date}, theo tốc độ sử dụng đo được: vật tư cần đặt mua (hết trong vòng {supply} ngày), "
+              "thiết bị sắp hết tuổi thọ định mức (trong vòng {life} ngày) và ổ hệ thống sắp đầy (trong vòng "
+              "{disk} ngày).",
+        "en": "As of {date}, at the pace measured: supplies to order (running out within {supply} days), "
+              "devices reaching their rated life (within {life} days) and system disks filling up (within "
+              "{disk} days)."},
+    "supplies": {"vi": "Vật tư cần đặt mua", "en": "Supplies to order"},
+    "life": {"vi": "Thiết bị sắp hết tuổi thọ định mức", "en": "Devices reaching their rated life"},
+    "disks": {"vi": "Ổ hệ thống sắp đầy", "en": "System disks filling up"},
+    "supply": {"vi": "Vật tư", "en": "Supply"},
+    "level": {"vi": "Mức còn", "en": "Level"},
+    "days_left": {"vi": "Số ngày còn lại", "en": "Days left"},
+    "rated_of": {"vi": "Định mức", "en": "Rated life of"},
+    "pages": {"vi": "Số trang in định mức", "en": "Rated lifetime pages"},
+    "battery": {"vi": "Ắc quy UPS", "en": "UPS battery"},
+    "device": {"vi": "Tuổi thọ thiết bị", "en": "Device rated life"},
+    "past": {"vi": "đã quá định mức", "en": "past it"},
+    "mountpoint": {"vi": "Ổ đĩa", "en": "Drive"},
+    "per_day": {"vi": "Bị chiếm mỗi ngày", "en": "Taken per day"},
+    "gb": {"vi": "{n} GB", "en": "{n} GB"},
+    "none_supplies": {"vi": "Không có vật tư nào sắp hết.", "en": "No supply is running out."},
+    "none_life": {"vi": "Không có thiết bị nào sắp hết tuổi thọ định mức.",
+                  "en": "No device is reaching its rated life."},
+    "none_disks": {"vi": "Không có ổ hệ thống nào sắp đầy.", "en": "No system disk is filling up."},
+    "method": {
+        "vi": "Vật tư: xu hướng mức còn kể từ lần thay gần nhất, tính theo số trang in của 7 ngày qua. Máy in: "
+              "số trang còn lại tới định mức chia cho tốc độ in 30 ngày qua. Ắc quy UPS: {battery_years} năm kể từ ngày mua "
+              "UPS (UPS không báo ngày thay ắc quy). Ổ đĩa: xu hướng dung lượng trống kể từ lần dọn dẹp gần nhất.",
+        "en": "Supplies: the level's trend since the last refill, at the page rate of the last 7 days. Printers: "
+              "pages left to the rating over the page rate of the last 30 days. UPS batteries: {battery_years} years from the "
+              "UPS's purchase date (no UPS reports when its battery was changed). Disks: the free space's trend "
+              "since the last cleanup."},
+}
+
+
+def ft(key: str, lang: str, **kw) -> str:
+    return FORECAST[key][lang].format(**kw)

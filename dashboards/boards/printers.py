@@ -37,6 +37,35 @@ def build(lang: str) -> dict:
                          cell="color-background"),
                   column(Text("Pages", "Số trang"), unit="short"),
                   column(Text("SNMP", "SNMP"), mappings=[UP_DOWN], steps=below(1, 1), cell="color-background")]),
+        row(Text("Forecasts", "Dự báo")),
+        table(Text("Supplies running out", "Vật tư sắp hết"),
+              Text("Time until each supply runs out at the pace it has been used since its last refill "
+                   "(collector/rules/forecasts.yml: the level's trend over the last 7, 3 or 1 days without a "
+                   "refill, per page printed where the printer prints), its use per day and level now. Only "
+                   "supplies whose level falls are listed; a year or more reads 365 days.",
+                   "Thời gian đến khi từng vật tư hết theo mức tiêu hao kể từ lần thay gần nhất "
+                   "(collector/rules/forecasts.yml: xu hướng mức vật tư trong 7, 3 hoặc 1 ngày gần nhất không có "
+                   "lần thay, tính theo số trang in nếu máy có in), mức dùng mỗi ngày và mức còn lại. Chỉ liệt kê "
+                   "vật tư đang giảm; từ một năm trở lên hiển thị 365 ngày."),
+              [Q(q.SUPPLY_TIME_LEFT), Q(q.SUPPLY_USE_PER_DAY), Q(q.SUPPLY_LEVEL_FORECAST)],
+              unit="s", steps=below(7 * 86400, 14 * 86400), merge=True, w=12, h=10,
+              sort=(Text("Time left", "Thời gian còn lại"), False),
+              hide=("agent", "job", "instance", "index", "type", "class"),
+              columns={"commune": Text("Commune", "Mã xã"), "target": Text("Printer", "Máy in"),
+                       "description": Text("Supply", "Vật tư"), "Value #A": Text("Time left", "Thời gian còn lại"),
+                       "Value #B": Text("Use per day", "Dùng mỗi ngày"), "Value #C": Text("Level", "Mức còn")},
+              cell_overrides=[
+                  column(Text("Time left", "Thời gian còn lại"), unit="s", steps=below(7 * 86400, 14 * 86400),
+                         cell="color-background", decimals=1),
+                  column(Text("Use per day", "Dùng mỗi ngày"), unit="percentunit", decimals=2),
+                  column(Text("Level", "Mức còn"), unit="percentunit", steps=below(0.1, 0.2))]),
+        timeseries(Text("Supply time left over time", "Thời gian còn lại của vật tư theo thời gian"),
+                   Text("How each supply's forecast evolved: it falls as the supply is used, and starts again "
+                        "a day after a refill.",
+                        "Diễn biến dự báo của từng vật tư: giảm dần khi sử dụng, và bắt đầu lại một ngày sau "
+                        "khi thay hộp mực."),
+                   [Q(q.SUPPLY_TIME_LEFT, "{{target}} {{description}}")], unit="s",
+                   steps=below(7 * 86400, 14 * 86400), min=0, w=12, h=10),
         row(Text("Usage", "Sử dụng")),
         timeseries(Text("Pages per day", "Số trang mỗi ngày"),
                    Text("Pages printed in the 24 hours before each point (prtMarkerLifeCount).",

@@ -4,7 +4,8 @@ from __future__ import annotations
 from dashboards import queries as q
 from dashboards import variables
 from dashboards.boards.common import device_link
-from dashboards.model import OK, Q, Text, above, bargauge, below, column, dashboard, row, table, timeseries, uid
+from dashboards.model import (OK, Q, Text, above, bargauge, below, column, dashboard, row, table, timeseries,
+                              uid, value_map)
 
 NAME = "replacement"
 
@@ -28,6 +29,9 @@ FACTORS = (
     ("battery_runtime", Text("Battery runtime", "Thời gian lưu điện")),
 )
 SCORE_STEPS = above(40, q.CANDIDATE_SCORE)
+RATED_LIFE_OF = value_map({"device": (Text("device age", "tuổi thiết bị"), "orange"),
+                           "pages": (Text("printer pages", "số trang máy in"), "blue"),
+                           "battery": (Text("UPS battery", "ắc quy UPS"), "purple")})
 FACTOR_STEPS = above(0.5, 0.8)
 
 
@@ -74,17 +78,6 @@ def build(lang: str) -> dict:
                  Text("How many of each action, by device kind: the quantities of the purchase.",
                       "Số lượng từng đề xuất theo loại thiết bị: số lượng cần mua."),
                  [Q(q.ACTIONS_BY_KIND, "{{action}} {{kind}}")], unit="short", steps=OK, min=0, w=8, h=10),
-        table(Text("Days until rated life, soonest first", "Số ngày đến hết tuổi thọ, sớm nhất trước"),
-              Text("Days until each device reaches its rated life (purchase date, or the BIOS date where the "
-                   "fleet file has none, plus the rated life of the file or of its kind; forecasts.yml): what "
-                   "next year's purchase plan must hold.",
-                   "Số ngày đến khi thiết bị hết tuổi thọ (ngày mua, hoặc ngày BIOS nếu danh mục không có, cộng "
-                   "tuổi thọ; forecasts.yml): những gì kế hoạch mua sắm năm tới cần tính đến."),
-              [Q(q.RATED_LIFE_WITHIN_A_YEAR)], unit="none", steps=below(90, 180), w=12, h=10,
-              sort=(Text("Days", "Số ngày"), False),
-              columns={"commune": Text("Commune", "Mã xã"), "device": Text("Device", "Thiết bị"),
-                       "kind": Text("Kind", "Loại"), "Value": Text("Days", "Số ngày")},
-              cell_overrides=[column(Text("Days", "Số ngày"), decimals=0)]),
         row(Text("Why", "Lý do")),
         bargauge(Text("Score by device", "Điểm theo thiết bị"),
                  Text("The twenty highest replacement scores.", "Hai mươi điểm thay thế cao nhất."),
@@ -98,6 +91,43 @@ def build(lang: str) -> dict:
                    Text("How the scores of the ten worst devices evolved.", "Diễn biến điểm của mười thiết bị tệ nhất."),
                    [Q(q.TOP_SCORES_OVER_TIME, "{{commune}} {{device}}")], unit="none", steps=SCORE_STEPS, min=0,
                    max=100, w=24),
+        row(Text("Forecasts", "Dự báo")),
+        table(Text("Reaching rated life", "Sắp hết tuổi thọ định mức"),
+              Text("Time until each device reaches its rated life (the 50 soonest; purchase date, or the BIOS "
+                   "date where the fleet file has none, plus the rated life of the file or of its kind), until a "
+                   "printer reaches its rated lifetime pages at its page rate of the last 30 days, "
+                   "and until a UPS battery reaches its rated life (3 years from the UPS's purchase date: no UPS "
+                   "reports when its battery was changed). 0 means past it.",
+                   "Thời gian đến khi thiết bị hết tuổi thọ (50 thiết bị sớm nhất; ngày mua, hoặc ngày BIOS nếu "
+                   "danh mục không có, cộng tuổi thọ), đến khi máy in đạt số trang định mức theo tốc độ in 30 ngày qua, và đến khi ắc quy "
+                   "UPS hết tuổi thọ định mức (3 năm kể từ ngày mua UPS: UPS không báo ngày thay ắc quy). "
+                   "0 nghĩa là đã quá định mức."),
+              [Q(q.RATED_LIFE_TIME_LEFT)], unit="s", steps=below(90 * 86400, 365 * 86400), w=12, h=10,
+              sort=(Text("Time left", "Thời gian còn lại"), False), hide=("job", "instance"),
+              columns={"commune": Text("Commune", "Mã xã"), "device": Text("Device", "Thiết bị"),
+                       "kind": Text("Kind", "Loại"), "what": Text("Rated life of", "Định mức"),
+                       "Value": Text("Time left", "Thời gian còn lại")},
+              cell_overrides=[
+                  column(Text("Rated life of", "Định mức"), mappings=[RATED_LIFE_OF]),
+                  column(Text("Time left", "Thời gian còn lại"), unit="s", steps=below(90 * 86400, 365 * 86400),
+                         cell="color-background", decimals=1)]),
+        table(Text("System disks filling", "Ổ hệ thống sắp đầy"),
+              Text("Time until the system filesystem of a PC (C: or /) is full at the pace it filled since its "
+                   "last cleanup (trend over the last 7, 3 or 1 days), and how much it takes per day. Only disks "
+                   "that fill are listed; a year or more reads 365 days.",
+                   "Thời gian đến khi ổ hệ thống của máy tính (C: hoặc /) đầy theo tốc độ kể từ lần dọn dẹp gần "
+                   "nhất (xu hướng 7, 3 hoặc 1 ngày qua), và dung lượng bị chiếm mỗi ngày. Chỉ liệt kê ổ đang đầy "
+                   "dần; từ một năm trở lên hiển thị 365 ngày."),
+              [Q(q.DISK_TIME_LEFT), Q(q.DISK_USE_PER_DAY)], unit="s", steps=below(7 * 86400, 30 * 86400),
+              merge=True, w=12, h=10, sort=(Text("Time left", "Thời gian còn lại"), False),
+              hide=("agent", "job", "instance"),
+              columns={"commune": Text("Commune", "Mã xã"), "device": Text("Device", "Thiết bị"),
+                       "mountpoint": Text("Mount point", "Điểm gắn"), "Value #A": Text("Time left", "Thời gian còn lại"),
+                       "Value #B": Text("Taken per day", "Chiếm mỗi ngày")},
+              cell_overrides=[
+                  column(Text("Time left", "Thời gian còn lại"), unit="s", steps=below(7 * 86400, 30 * 86400),
+                         cell="color-background", decimals=1),
+                  column(Text("Taken per day", "Chiếm mỗi ngày"), unit="bytes")]),
     ]
     return dashboard(
         NAME, lang, Text("Hardware to replace", "Thiết bị cần thay thế"),
