@@ -202,7 +202,7 @@ def laptop_config(tmp: Path, *, push_url: str, token: str) -> Path:
         "host": {"interval": "1s", "timeout": "1s", "sysfs": str(sysfs)},
         "smart": {"enabled": False}, "icmp": {"enabled": False}, "snmp": {"enabled": False},
         "probes": {"enabled": False}, "process": {"enabled": False},
-        "push": {"enabled": True, "url": push_url, "bearer_token": token, "interval": "1s", "batch_delay": "0s", "timeout": "5s",
+        "push": {"enabled": True, "url": push_url, "bearer_token": token, "interval": "1s", "timeout": "5s",
                  "min_backoff": "200ms", "max_backoff": "1s",
                  "batch_delay": "500ms"},
     }
@@ -238,7 +238,7 @@ def agent_config(tmp: Path, *, push_url: str, token: str, snmp_port: int, dead_p
                                {"name": "onegate", "module": "tcp", "address": tcp_address, "service": "motcua"},
                                {"name": "resolver", "module": "dns", "address": dns_address, "service": "dns"}]},
         "snmp": {"interval": "4s", "timeout": "1s", "retries": 1, "auths": auths, "targets": targets},
-        "push": {"enabled": True, "url": push_url, "bearer_token": token, "interval": "1s", "batch_delay": "0s", "timeout": "5s",
+        "push": {"enabled": True, "url": push_url, "bearer_token": token, "interval": "1s", "timeout": "5s",
                  "min_backoff": "200ms", "max_backoff": "1s",
                  "batch_delay": "500ms"},
     }
