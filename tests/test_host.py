@@ -15,8 +15,10 @@ import yaml
 
 from agent.catalog import catalog
 from agent.inputs import host
-from agent.inputs.host import (Config, HostInput, parse_cpuinfo_model, parse_os_release, parse_rotational,
-                               power_supply_samples, windows_version_name)
+from agent.inputs import host_windows
+from agent.inputs.host import Config, HostInput
+from agent.inputs.host_linux import parse_cpuinfo_model, parse_os_release, parse_rotational, power_supply_samples
+from agent.inputs.host_windows import windows_version_name
 from agent.inputs.wmi import WmiError
 from agent.schema import ConfigErrors, load_model
 from tests import support
@@ -409,22 +411,22 @@ def windows_desktop(**over):
 
 
 def test_windows_storage_descriptors():
-    query = host.storage_property_query(7)
+    query = host_windows.storage_property_query(7)
     assert query == b"\x07\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"
     # DEVICE_SEEK_PENALTY_DESCRIPTOR as Windows 10 returns it for a laptop HDD and an SSD
-    assert host.parse_seek_penalty(b"\x0c\x00\x00\x00\x0c\x00\x00\x00\x01\x00\x00\x00") == "hdd"
-    assert host.parse_seek_penalty(b"\x0c\x00\x00\x00\x0c\x00\x00\x00\x00\x00\x00\x00") == "ssd"
-    assert host.parse_seek_penalty(b"") == "unknown"
+    assert host_windows.parse_seek_penalty(b"\x0c\x00\x00\x00\x0c\x00\x00\x00\x01\x00\x00\x00") == "hdd"
+    assert host_windows.parse_seek_penalty(b"\x0c\x00\x00\x00\x0c\x00\x00\x00\x00\x00\x00\x00") == "ssd"
+    assert host_windows.parse_seek_penalty(b"") == "unknown"
     # STORAGE_DEVICE_DESCRIPTOR of a SATA disk: no vendor id (offset 0), product id at 0x34
     header = (b"\x01\x00\x00\x00\x5a\x00\x00\x00\x00\x00\x00\x01" b"\x00\x00\x00\x00\x34\x00\x00\x00"
               b"\x49\x00\x00\x00\x4e\x00\x00\x00\x0b\x00\x00\x00\x00\x00\x00\x00")
     body = header + b"\x00" * (0x34 - len(header)) + b"ST1000LM035-1RK172\x00\x00\x00" + b"SDM1\x00" + b"WL1X2ABC\x00"
-    assert host.parse_storage_device_descriptor(body) == "ST1000LM035-1RK172"
+    assert host_windows.parse_storage_device_descriptor(body) == "ST1000LM035-1RK172"
     # a USB stick: vendor "SanDisk ", product "Ultra           "
     usb = (b"\x01\x00\x00\x00\x40\x00\x00\x00\x00\x00\x01\x00" b"\x24\x00\x00\x00\x2d\x00\x00\x00"
            + b"\x00" * 16 + b"SanDisk \x00Ultra           \x00")
-    assert host.parse_storage_device_descriptor(usb) == "SanDisk Ultra"
-    assert host.parse_storage_device_descriptor(b"\x01\x00") == ""
+    assert host_windows.parse_storage_device_descriptor(usb) == "SanDisk Ultra"
+    assert host_windows.parse_storage_device_descriptor(b"\x01\x00") == ""
 
 
 def test_windows_disk_type_query_is_injected_and_failures_are_unknown(caplog):
@@ -471,7 +473,7 @@ def test_windows_desktop_recorded():
 
 
 def test_windows_battery_wear_from_wmi_recordings():
-    s = host.wmi_battery_samples(recording("BatteryStaticData"), recording("BatteryFullChargedCapacity"),
+    s = host_windows.wmi_battery_samples(recording("BatteryStaticData"), recording("BatteryFullChargedCapacity"),
                                  recording("BatteryCycleCount"))
     check_against_catalog(s)
     battery = "ACPI\\PNP0C0A\\1_0"
@@ -481,15 +483,15 @@ def test_windows_battery_wear_from_wmi_recordings():
     assert value(s, "node_power_supply_cyclecount", power_supply=battery) == 412
     # relative capacities (Capabilities bit 0x40000000): the ratio holds, watt-hours do not
     relative = [dict(i, Capabilities=0x40000000 | 0x80000000) for i in recording("BatteryStaticData")]
-    s = host.wmi_battery_samples(relative, recording("BatteryFullChargedCapacity"), [])
+    s = host_windows.wmi_battery_samples(relative, recording("BatteryFullChargedCapacity"), [])
     assert sorted(x.name for x in s) == ["commune_battery_capacity_ratio"]
     # a battery with no full-charge instance of the same InstanceName, or a design capacity of 0
-    assert host.wmi_battery_samples(recording("BatteryStaticData"), [dict(InstanceName="ACPI\\PNP0C0A\\2_0",
+    assert host_windows.wmi_battery_samples(recording("BatteryStaticData"), [dict(InstanceName="ACPI\\PNP0C0A\\2_0",
                                                                          FullChargedCapacity=40000)]) == [
-        host.sample("node_power_supply_energy_full_design", 45.0, power_supply=battery)]
-    assert host.wmi_battery_samples([dict(InstanceName=battery, DesignedCapacity=0)],
+        host_windows.sample("node_power_supply_energy_full_design", 45.0, power_supply=battery)]
+    assert host_windows.wmi_battery_samples([dict(InstanceName=battery, DesignedCapacity=0)],
                                     recording("BatteryFullChargedCapacity")) == [
-        host.sample("node_power_supply_energy_full", 31.86, power_supply=battery)]
+        host_windows.sample("node_power_supply_energy_full", 31.86, power_supply=battery)]
 
 
 def windows_laptop_input(fake, clock):
