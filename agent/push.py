@@ -26,6 +26,7 @@ from typing import Dict, Iterator, List, Literal, Optional
 
 from agent.samples import Sample, sample
 from agent.schema import Duration, Secret, Size
+from contract import thresholds
 
 NAME = "push"
 INPUT_NAME = "queue"
@@ -42,7 +43,7 @@ class QueueSection:
     path: str = ""
     # Batches older than this are dropped (reason too_old). Prometheus must accept samples this
     # old: set its out_of_order_time_window at least this long.
-    max_age: Duration = Duration(7 * 86400)
+    max_age: Duration = Duration(thresholds.QUEUE_MAX_AGE_S)  # contract/thresholds.yaml
     # Stored payload bound; the oldest batches are dropped first (reason queue_full).
     max_size: Size = Size(200_000_000)
     # always: every batch fsynced before it counts as stored; interval: the WAL is fsynced every

@@ -45,6 +45,8 @@ import zlib
 from collections import Counter
 from typing import Callable, Iterable, List, NamedTuple, Optional
 
+from contract import thresholds
+
 log = logging.getLogger(__name__)
 
 DROP_REASONS = ("too_old", "queue_full", "disk_full", "rejected", "corrupt")
@@ -97,7 +99,7 @@ def _is_corrupt(exc: BaseException) -> bool:
 
 
 class Queue:
-    def __init__(self, path: str, max_age: float = 7 * 86400, max_size: int = 200_000_000,
+    def __init__(self, path: str, max_age: float = thresholds.QUEUE_MAX_AGE_S, max_size: int = 200_000_000,
                  fsync: str = "interval", clock: Callable[[], float] = time.time):
         if fsync not in FSYNC_POLICIES:
             raise ValueError(f"fsync must be one of {', '.join(FSYNC_POLICIES)}, got {fsync!r}")

@@ -16,6 +16,7 @@ from agent.config import check_basic_auth_users, is_loopback, split_listen_addre
 from agent.names import LABEL_NAME_RE
 from agent.remote_write import MAX_LABEL_NAME_LENGTH, MAX_LABEL_VALUE_LENGTH, MAX_LABELS_PER_SERIES
 from agent.schema import ConfigError, ConfigErrors, Duration, Secret, Size, load_model, load_yaml
+from contract import thresholds
 
 DEFAULT_LISTEN = "127.0.0.1:9722"
 DEFAULT_STATE_DIR = "/var/lib/commune-collector"
@@ -149,7 +150,7 @@ class Limits:
     max_concurrent_requests: int = 64
     # Samples older than this are dropped and counted. Keep it at most Prometheus'
     # storage.tsdb.out_of_order_time_window, which refuses older samples anyway.
-    max_sample_age: Duration = Duration(7 * 86400)
+    max_sample_age: Duration = Duration(thresholds.QUEUE_MAX_AGE_S)  # contract/thresholds.yaml
     # Samples further ahead of the collector's clock are dropped and counted (a PC with a wrong
     # clock would otherwise move Prometheus' head into the future and make everyone's data "too old").
     max_clock_skew: Duration = Duration(600)

@@ -11,17 +11,18 @@ Metric names come from ``agent/catalog.yaml`` and the recording rules in ``colle
 """
 from __future__ import annotations
 
+from contract import thresholds
+
 C = 'commune=~"$commune"'
 PC = f'{C}, agent=~"$agent"'
 PRINTER = f'{C}, target=~"$printer"'
 ROUTER = f'{C}, target=~"$router"'
 UPS = f'{C}, target=~"$ups"'
 
-# An agent that has not pushed for this long is silent: 30 minutes, as the AgentSilent alert
-# (collector/rules/alerts-agents.yml), so the dashboards and the alerts agree.
-SILENT_AFTER_S = 1800
-# Score (0-100) from which a device is counted as a replacement candidate.
-CANDIDATE_SCORE = 60
+# An agent that has not pushed for this long is silent, and the score (0-100) from which a device
+# is a replacement candidate: contract/thresholds.yaml, shared with the alerts and the report.
+SILENT_AFTER_S = thresholds.AGENT_SILENT_AFTER_S
+CANDIDATE_SCORE = thresholds.CANDIDATE_SCORE
 
 PC_KINDS = "pc|laptop"
 

@@ -9,10 +9,11 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from collector.report import budget, queries
 from collector.report import forecasts as forecasts_mod
 from collector.promapi import Prometheus
+from contract import thresholds
 
 VN = dt.timezone(dt.timedelta(hours=7), "ICT")
-REPLACE_AT = 60.0  # same threshold as the DeviceReplacementCandidate alert
-WATCH_AT = 30.0
+REPLACE_AT = float(thresholds.CANDIDATE_SCORE)  # contract/thresholds.yaml, as the alert and dashboards
+WATCH_AT = float(thresholds.WATCH_SCORE)
 STATUSES = ("replace", "repair", "watch", "ok", "nodata")
 YEAR = 365.25 * 86400
 
