@@ -18,7 +18,8 @@ import yaml
 
 from agent.schema import substitute_env
 from tests.support import Proc, free_port, http_get, need_binary, prom_query, start_prometheus, wait_until
-from tests.test_alerting_e2e import ALERTMANAGER_YML, Smtp, Webhook, Writer, am_alerts, disk, gateway, rules_copy
+from tests.test_alerting_e2e import (ALERTMANAGER_YML, Smtp, Webhook, Writer, am_alerts, disk, gateway,
+                                     prometheus_alerting, rules_copy)
 from tests.test_collector_ingest import collector_metrics, log_text, metric_value, start_collector
 from tests.test_rules import AM_ENV
 from tests.test_zalo import HEAD, ON_DUTY, WEBHOOK_TOKEN, relay_config
@@ -84,11 +85,8 @@ def stack(tmp_path):
         procs.append(am)
         am_url = f"http://127.0.0.1:{am_port}"
         am.wait_http(am_url + "/-/ready")
-        prom, prom_url = start_prometheus(tmp_path, rule_files=escalation_rules(tmp_path), extra={
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s",
-                       "external_labels": {"runbook_base": collector_url + "/runbooks"}},
-            "alerting": {"alert_relabel_configs": [{"action": "labeldrop", "regex": "runbook_base"}],
-                         "alertmanagers": [{"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]}})
+        prom, prom_url = start_prometheus(tmp_path, rule_files=escalation_rules(tmp_path),
+                                          extra=prometheus_alerting(f"127.0.0.1:{am_port}", collector_url + "/runbooks"))
         procs.append(prom)
         writer = Writer(prom_url)
         yield dict(zalo=zalo, hook=hook, smtp=smtp, writer=writer, prom=prom_url, am=am_url,
