@@ -470,7 +470,7 @@ class Collector:
     async def runbook_page(self, request: web.Request) -> web.Response:
         anchor = request.match_info.get("anchor")
         try:
-            page = self.runbooks.page(anchor) if anchor else self.runbooks.index()
+            page = self.runbooks.page(anchor.lower()) if anchor else self.runbooks.index()
         except OSError as exc:
             log.error("runbooks file %s: %s", self.runbooks.path, exc.strerror or exc)
             return web.Response(status=503, text="runbooks unavailable\n")

@@ -5,6 +5,7 @@ tests/test_zalo_e2e.py."""
 from __future__ import annotations
 
 import json
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -156,6 +157,34 @@ def test_relay_delivers_to_each_recipient_of_the_group_once(tmp_path, zalo):
         proc.stop()
 
 
+def test_a_large_notification_arriving_in_pieces_is_read_whole(tmp_path, zalo):
+    import socket
+
+    proc, url, _ = start(tmp_path, zalo)
+    try:
+        body = json.dumps(notification(*[alert(agent=f"pc-{i:02d}") for i in range(80)])).encode()
+        assert len(body) > 40000
+        host, port = url.rsplit("/", 1)[1].split(":")
+        with socket.create_connection((host, int(port)), timeout=30) as sock:
+            sock.sendall((f"POST /alertmanager/zalo/on-duty HTTP/1.1\r\nHost: {host}\r\n"
+                          f"Authorization: Bearer {WEBHOOK_TOKEN}\r\nContent-Type: application/json\r\n"
+                          f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode())
+            for i in range(0, len(body), 8192):  # pieces with pauses, as over a slow link
+                sock.sendall(body[i:i + 8192])
+                time.sleep(0.05)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+        text = zalo.texts(ON_DUTY)[0]
+        assert len(text) <= MAX_TEXT and text.startswith("[NGHIÊM TRỌNG] Xã/phường 09667: ")
+        assert "80 cảnh báo đang xảy ra" in text and "cảnh báo khác" in text
+        too_big = b'{"version": "4", "alerts": [' + b" " * (1 << 20) + b"]}"
+        assert post(f"{url}/alertmanager/zalo/on-duty", too_big)[0] == 400
+    finally:
+        proc.stop()
+
+
 def test_relay_refuses_wrong_callers_and_bodies(tmp_path, zalo):
     proc, url, _ = start(tmp_path, zalo)
     try:
@@ -163,6 +192,7 @@ def test_relay_refuses_wrong_callers_and_bodies(tmp_path, zalo):
         assert post(f"{url}/alertmanager/zalo/on-duty", body, token=None)[0] == 401
         assert post(f"{url}/alertmanager/zalo/on-duty", body, token="guess")[0] == 401
         assert post(f"{url}/alertmanager/zalo/nobody", body)[0] == 404
+        assert post(f"{url}/alertmanager/zalo/nobody", body, token="guess")[0] == 401  # says nothing of groups
         status, text = post(f"{url}/alertmanager/zalo/on-duty", b"{not json")
         assert status == 400 and "not JSON" in text
         assert post(f"{url}/alertmanager/zalo/on-duty", {**body, "version": "3"})[0] == 400
