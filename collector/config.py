@@ -199,6 +199,93 @@ class HttpSdSection:
                 yield f"labels.{name}", "commune and agent are set from each agent's token"
 
 
+_ZALO_USER_ID = re.compile(r"[0-9]{1,32}")
+_RECIPIENT_GROUP = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+
+
+@dataclass
+class ZaloRefresh:
+    """Renewing the Zalo OA access token (it lives about 25 hours) with the refresh token (one use,
+    about 3 months): both files are rewritten, mode 0600, after every renewal."""
+
+    app_id: str
+    secret_key_file: str
+    refresh_token_file: str
+    # Zalo's OAuth server (POST <oauth_url>/v4/oa/access_token); tests point it at a stand-in.
+    oauth_url: str = "https://oauth.zaloapp.com"
+
+    def validate(self) -> Iterator[tuple]:
+        if not re.fullmatch(r"[0-9]{1,32}", self.app_id):
+            yield "app_id", "the Zalo app id is a number"
+        if not os.path.isfile(self.secret_key_file):
+            yield "secret_key_file", f"file {self.secret_key_file} does not exist"
+        yield from _check_http_url("oauth_url", self.oauth_url)
+
+
+@dataclass
+class ZaloSection:
+    """Alertmanager webhook relay to Zalo Official Account messages (collector/zalo.py).
+
+    Alertmanager posts to ``/alertmanager/zalo/<group>`` (bearer token from ``webhook_token_file``);
+    each of the group's ``recipients`` (Zalo user ids of the OA's followers) gets the Vietnamese text.
+    """
+
+    enabled: bool = False
+    # OA API (POST <api_url>/v3.0/oa/message/cs, header access_token); tests point it at a stand-in.
+    api_url: str = "https://openapi.zalo.me"
+    access_token_file: str = ""  # read at every message: a renewal by another tool is seen at once
+    refresh: Optional[ZaloRefresh] = None
+    webhook_token_file: str = ""  # the bearer token Alertmanager sends (credentials_file there)
+    # group name (the last part of the webhook path) -> Zalo user ids, e.g. on-duty, escalation
+    recipients: Dict[str, List[str]] = field(default_factory=dict)
+    timeout: Duration = Duration(10)  # one API call
+    max_attempts: int = 3  # per message, on timeouts, network errors, 429 and 5xx
+    retry_backoff: Duration = Duration(1)  # doubled after each attempt
+
+    def validate(self) -> Iterator[tuple]:
+        if not self.enabled:
+            return
+        yield from _check_http_url("api_url", self.api_url)
+        for name in ("access_token_file", "webhook_token_file"):
+            path = getattr(self, name)
+            if not path:
+                yield name, "required when zalo.enabled is true"
+            elif name == "webhook_token_file" and not os.path.isfile(path):
+                yield name, f"file {path} does not exist"
+        if not self.recipients:
+            yield "recipients", "at least one group of Zalo user ids is required"
+        for group, ids in self.recipients.items():
+            if not _RECIPIENT_GROUP.fullmatch(group):
+                yield f"recipients.{group}", "group names are lower-case letters, digits, - and _"
+            if not ids:
+                yield f"recipients.{group}", "at least one Zalo user id is required"
+            for i, uid in enumerate(ids):
+                if not _ZALO_USER_ID.fullmatch(str(uid)):
+                    yield f"recipients.{group}[{i}]", f"{uid!r} is not a Zalo user id (digits)"
+        if not 1 <= self.max_attempts <= 10:
+            yield "max_attempts", "must be between 1 and 10"
+        if self.timeout <= 0:
+            yield "timeout", "must be positive"
+
+
+def _check_http_url(name: str, url: str) -> Iterator[tuple]:
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        yield name, f"{url!r} is not an http(s) URL"
+
+
+@dataclass
+class RunbooksSection:
+    """The runbooks served as web pages on /runbooks/<alert> (the alerts' runbook_url)."""
+
+    enabled: bool = True
+    file: str = ""  # default: docs/runbooks.md of this installation
+
+    def validate(self) -> Iterator[tuple]:
+        if self.enabled and self.file and not os.path.isfile(self.file):
+            yield "file", f"file {self.file} does not exist"
+
+
 @dataclass
 class CollectorConfig:
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -213,6 +300,8 @@ class CollectorConfig:
     http_sd: HttpSdSection = field(default_factory=HttpSdSection)
     # Fleet inventory (config/fleet.example.yaml) served as info metrics on /metrics; empty: none.
     fleet_file: str = ""
+    runbooks: RunbooksSection = field(default_factory=RunbooksSection)
+    zalo: ZaloSection = field(default_factory=ZaloSection)
 
     def validate(self) -> Iterator[tuple]:
         if not self.upstreams:

@@ -7,6 +7,8 @@
     GET  /metrics         the collector's own figures and the fleet inventory
     GET  /-/healthy       200 while the process serves
     GET  /-/ready         200 when every upstream answered its last request or check
+    GET  /runbooks[/<alert>]  the runbooks as web pages (the alerts' runbook_url), no auth
+    POST /alertmanager/zalo/<recipients>  Alertmanager webhook -> Zalo OA messages (zalo.enabled)
 
 Answers to ``/api/v1/write`` (the contract with the agent: data is deleted only for its own fault;
 collector/README.md has the whole table):
@@ -123,6 +125,11 @@ class Collector:
         # one thread: junk passwords queue behind each other instead of taking every worker
         self._auth_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="basic-auth")
         self.store.refresh()  # fail at start, not at the first push, on an unreadable state file
+        from collector.runbooks import DEFAULT_FILE, Runbooks
+        from collector.zalo import ZaloRelay
+
+        self.runbooks = Runbooks(config.runbooks.file or DEFAULT_FILE) if config.runbooks.enabled else None
+        self.zalo = ZaloRelay(config.zalo) if config.zalo.enabled else None
 
     # ------------------------------------------------------------ application
 
@@ -135,12 +142,19 @@ class Collector:
         app.router.add_get("/-/healthy", self.healthy, name="health:healthy")
         app.router.add_get("/-/ready", self.ready, name="health:ready")
         app.router.add_get("/", self.landing, name="landing")
+        if self.runbooks is not None:
+            app.router.add_get("/runbooks", self.runbook_page, name="runbooks")
+            app.router.add_get("/runbooks/{anchor}", self.runbook_page, name="runbooks:page")
+        if self.zalo is not None:
+            app.router.add_post("/alertmanager/zalo/{recipients}", self.zalo.handle, name="zalo")
         app.on_startup.append(self._startup)
         app.on_cleanup.append(self._cleanup)
         return app
 
     async def _startup(self, _app) -> None:
         await self.forwarder.start()
+        if self.zalo is not None:
+            await self.zalo.start()
         if self.config.upstream_check_interval > 0:
             self._probe_task = asyncio.ensure_future(self._probe_loop())
 
@@ -152,6 +166,8 @@ class Collector:
             except asyncio.CancelledError:
                 pass
         await self.forwarder.close()
+        if self.zalo is not None:
+            await self.zalo.close()
         self._auth_pool.shutdown(wait=False)
 
     @web.middleware
@@ -451,6 +467,17 @@ class Collector:
                                  '<p><a href="metrics">Metrics</a> <a href="api/v1/sd">http_sd</a></p>',
                             content_type="text/html")
 
+    async def runbook_page(self, request: web.Request) -> web.Response:
+        anchor = request.match_info.get("anchor")
+        try:
+            page = self.runbooks.page(anchor.lower()) if anchor else self.runbooks.index()
+        except OSError as exc:
+            log.error("runbooks file %s: %s", self.runbooks.path, exc.strerror or exc)
+            return web.Response(status=503, text="runbooks unavailable\n")
+        if page is None:
+            return web.Response(status=404, text=f"no runbook section {anchor!r}\n")
+        return web.Response(text=page, content_type="text/html", charset="utf-8")
+
     async def _probe_loop(self) -> None:
         """Send each upstream an empty write request now and then; its answer sets ``up``."""
         empty = encode([])
@@ -528,6 +555,8 @@ class Collector:
         from collector.fleet import Defaults, default_samples, fleet_samples
 
         out.extend(fleet_samples(fleet) if fleet is not None else default_samples(Defaults()))
+        if self.zalo is not None:
+            out.extend(self.zalo.samples())
         return out
 
 

@@ -26,7 +26,7 @@ import yaml
 
 from tests.probe_servers import HTTPServer, send
 from tests.support import LOCAL_FIXTURES, free_port, prom_query, wait_until
-from tests.test_alerting_e2e import stack  # noqa: F401  (the fixture)
+from tests.test_alerting_e2e import RUNBOOK_BASE, stack  # noqa: F401  (the fixture)
 from tests.test_collector_ingest import add_token, log_text, start_collector
 from tests.test_push_e2e import Agent
 from tests.test_snmp_live import start_snmpsim
@@ -161,7 +161,7 @@ def test_agent_faults_reach_the_webhook_and_resolve(stack, tmp_path):  # noqa: F
                                    "severity": "critical", "scope": "service"}
         assert alert["annotations"]["summary_vi"] == f"Không truy cập được motcua từ xã/phường {COMMUNE}."
         assert alert["annotations"]["summary"] == f"motcua is unreachable from commune {COMMUNE}."
-        assert alert["annotations"]["runbook_url"] == "docs/runbooks.md#servicedown"
+        assert alert["annotations"]["runbook_url"] == f"{RUNBOOK_BASE}/servicedown"
         assert prom_query(prom_url, f'probe_success{{commune="{COMMUNE}",agent="{AGENT_NAME}",'
                                     f'target="motcua-portal"}} == 0')
         assert not service_down("resolved")

@@ -35,6 +35,7 @@ from tests.test_rules import AM_ENV
 
 RULES = REPO / "collector" / "rules"
 ALERTMANAGER_YML = REPO / "collector" / "alertmanager" / "alertmanager.yml"
+RUNBOOK_BASE = "https://collector.province.example:9722/runbooks"
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -194,6 +195,15 @@ def rules_copy(tmp_path: Path, group_interval: Optional[str] = None) -> list:
     return out
 
 
+def prometheus_alerting(am_address: str, runbook_base: str = RUNBOOK_BASE) -> dict:
+    """start_prometheus(extra=...) as collector/prometheus/prometheus.yml sets it: runbook_base an
+    external label (the annotations' runbook_url), dropped from the alerts sent to Alertmanager."""
+    return {"global": {"scrape_interval": "1s", "evaluation_interval": "1s",
+                       "external_labels": {"runbook_base": runbook_base}},
+            "alerting": {"alert_relabel_configs": [{"action": "labeldrop", "regex": "runbook_base"}],
+                         "alertmanagers": [{"static_configs": [{"targets": [am_address]}]}]}}
+
+
 def alertmanager_copy(tmp_path: Path, hook_url: str, smtp_address: str) -> Path:
     config = yaml.safe_load(substitute_env(ALERTMANAGER_YML.read_text(encoding="utf-8"), AM_ENV))
     routes = [config["route"], *config["route"].get("routes", [])]
@@ -233,7 +243,7 @@ def stack(tmp_path, request):
     try:
         am.wait_http(f"http://127.0.0.1:{am_port}/-/ready")
         rules = rules_copy(tmp_path, **getattr(request, "param", {}))
-        prom, prom_url = start_prometheus(tmp_path, rule_files=rules, alertmanager=f"127.0.0.1:{am_port}")
+        prom, prom_url = start_prometheus(tmp_path, rule_files=rules, extra=prometheus_alerting(f"127.0.0.1:{am_port}"))
         writer = Writer(prom_url)
         hook.smtp = smtp
         yield hook, writer, prom_url, f"http://127.0.0.1:{am_port}"
@@ -281,7 +291,7 @@ def test_fault_reaches_webhook_and_resolves(stack):
     assert alert["annotations"]["description_vi"] == (
         "Ổ C: của máy pc-01 tại xã/phường 09667 chỉ còn trống 2%: phần mềm không lưu được tệp, "
         "Windows không cập nhật được.")
-    assert alert["annotations"]["runbook_url"] == "docs/runbooks.md#diskfull"
+    assert alert["annotations"]["runbook_url"] == f"{RUNBOOK_BASE}/diskfull"
     # critical: also to Telegram and mail (real routes), each as its own receiver
     wait_until(lambda: hook.alerts("telegram", alertname="DiskFull") and hook.alerts("email", alertname="DiskFull"),
                30, what="DiskFull at the telegram and email receivers")
@@ -299,7 +309,7 @@ def test_fault_reaches_webhook_and_resolves(stack):
     message = body["text"]
     assert message.startswith("<b>[NGHIÊM TRỌNG] Xã/phường 09667: Ổ đĩa C: của máy pc-01 sắp đầy.</b>"), message
     assert "🔴 Ổ đĩa C: của máy pc-01 sắp đầy." in message
-    assert '<a href="docs/runbooks.md#diskfull">hướng dẫn</a>' in message
+    assert f'<a href="{RUNBOOK_BASE}/diskfull">hướng dẫn</a>' in message
 
     # the e-mail, rendered by commune.tmpl: Vietnamese subject, HTML and text parts
     mail = wait_until(lambda: [m for m in hook.smtp.messages if "pc-01" in str(m["Subject"])], 30,
@@ -308,7 +318,7 @@ def test_fault_reaches_webhook_and_resolves(stack):
     assert mail["To"] == AM_ENV["ALERT_EMAIL_TO"]
     html = mail.get_body(("html",)).get_content()
     assert "<b>Đang xảy ra: Ổ đĩa C: của máy pc-01 sắp đầy.</b>" in html
-    assert '<a href="docs/runbooks.md#diskfull">Hướng dẫn xử lý</a>' in html
+    assert f'<a href="{RUNBOOK_BASE}/diskfull">Hướng dẫn xử lý</a>' in html
     text_part = mail.get_body(("plain",)).get_content()
     assert "● Đang xảy ra: Ổ đĩa C: của máy pc-01 sắp đầy." in text_part
     assert "Đơn vị: 09667 · máy/agent: pc-01" in text_part

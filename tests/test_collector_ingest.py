@@ -666,8 +666,11 @@ def test_collector_metrics_are_catalogued_and_served(tmp_path, prom):
     """Every collector metric of the catalog (fleet inventory included) shows on /metrics."""
     from agent.catalog import metrics_of
 
+    (tmp_path / "zalo-webhook-token").write_text("t" * 32)
+    zalo = {"enabled": True, "access_token_file": str(tmp_path / "zalo-token"),  # the relay's figures
+            "webhook_token_file": str(tmp_path / "zalo-webhook-token"), "recipients": {"on-duty": ["1"]}}
     proc, url, state = start_collector(tmp_path, [prom + "/api/v1/write"],
-                                       extra={"fleet_file": str(FLEET_EXAMPLE)})
+                                       extra={"fleet_file": str(FLEET_EXAMPLE), "zalo": zalo})
     try:
         token = add_token(state, "c1", "a1")
         assert post(url + "/api/v1/write", encode([series("m", 1, now_ms())]), token,

@@ -154,6 +154,8 @@ def test_quickstart_runs_the_stack_again_idempotently_and_stops_it(stack):
     prom_cfg = yaml.safe_load((prefix / "etc" / "prometheus.yml").read_text())
     assert prom_cfg["storage"]["tsdb"]["out_of_order_time_window"] == "7d"
     assert prom_cfg["rule_files"] == [str(REPO / "collector" / "rules" / "*.yml")]
+    # the alerts' runbook_url lead to this collector's pages
+    assert prom_cfg["global"]["external_labels"]["runbook_base"] == f"http://127.0.0.1:{ports['collector']}/runbooks"
 
     agent_id = saved(prefix)["SAVED_AGENT_ID"]
     prom = f"http://127.0.0.1:{ports['prometheus']}"

@@ -25,7 +25,8 @@ RUNBOOKS = REPO / "docs" / "runbooks.md"
 AM_ENV = {"TELEGRAM_BOT_TOKEN": "123456:test-token", "TELEGRAM_CHAT_ID": "-1001234567890",
           "ALERT_EMAIL_TO": "it@province.example", "ALERT_EMAIL_FROM": "alerts@province.example",
           "SMTP_SMARTHOST": "mail.province.example:587", "SMTP_USERNAME": "alerts",
-          "ALERT_WEBHOOK_URL": "http://127.0.0.1:9/hook"}
+          "ALERT_WEBHOOK_URL": "http://127.0.0.1:9/hook", "COLLECTOR_URL": "https://collector.province.example:9722",
+          "ALERT_ESCALATION_EMAIL_TO": "it-head@province.example"}
 
 
 def run(args, cwd=None) -> subprocess.CompletedProcess:
@@ -83,7 +84,7 @@ def test_amtool_check_config(tmp_path):
     assert "SUCCESS" in result.stdout and "FAILED" not in result.stdout, result.stdout
     data = yaml.safe_load(config.read_text())
     assert data["route"]["group_by"] == ["commune", "alertname"]
-    assert {r["name"] for r in data["receivers"]} == {"email", "telegram", "webhook"}
+    assert {r["name"] for r in data["receivers"]} == {"email", "telegram", "webhook", "zalo", "escalation"}
     # secrets come from files or deploy-time placeholders, never from this repository
     raw = (ALERTMANAGER / "alertmanager.yml").read_text()
     assert "${TELEGRAM_BOT_TOKEN}" in raw and "auth_password_file" in raw and "credentials_file" in raw
@@ -110,16 +111,29 @@ def test_every_alert_is_labelled_and_documented():
     for rule in alerts():
         name = rule["alert"]
         assert rule["labels"]["severity"] in ("critical", "warning", "info"), name
-        assert rule["labels"]["scope"] in ("commune", "device", "service", "fleet"), name
+        if name == "CriticalAlertUnresolved":  # keeps the scope of the alert it escalates (inhibitions)
+            assert "scope" not in rule["labels"] and 'severity="critical"' in rule["expr"]
+        else:
+            assert rule["labels"]["scope"] in ("commune", "device", "service", "fleet"), name
         notes = rule["annotations"]
         assert set(notes) == {"summary", "description", "summary_vi", "description_vi", "runbook_url"}, name
-        assert notes["runbook_url"] == f"docs/runbooks.md#{name.lower()}", name
+        # a link a phone opens: the base is Prometheus' external label (tests/test_runbooks.py follows it)
+        assert notes["runbook_url"] == "{{ $externalLabels.runbook_base }}/" + name.lower(), name
         assert name.lower() in anchors, f"docs/runbooks.md has no section ## {name}"
         # Vietnamese annotations are Vietnamese: they carry its diacritics
         for key in ("summary_vi", "description_vi"):
             assert re.search(r"[ăâđêôơưạảấầẩẫậắằẳẵặẹẻẽếềểễệỉịọỏốồổỗộớờởỡợụủứừửữựỳỵỷỹ]", notes[key]), (name, key)
     sections = re.findall(r"^## (\w+)$", runbooks, re.M)
     assert sorted(sections) == sorted(names), "one runbook section per alert, no more"
+
+
+def test_runbook_base_is_an_external_label_dropped_from_alerts():
+    for path in (PROMETHEUS_YML, REPO / "deploy" / "compose" / "prometheus.yml"):
+        config = yaml.safe_load(path.read_text(encoding="utf-8"))
+        base = config["global"]["external_labels"]["runbook_base"]
+        assert re.fullmatch(r"https://[a-z0-9.-]+(:\d+)?/runbooks", base), (path, base)
+        # the annotations use it; the alerts sent to Alertmanager do not carry it as a label
+        assert config["alerting"]["alert_relabel_configs"] == [{"action": "labeldrop", "regex": "runbook_base"}]
 
 
 def test_every_alert_has_unit_tests():

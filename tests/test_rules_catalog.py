@@ -15,8 +15,9 @@ KEYWORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "group_lef
             # aggregation operators, which may be followed by by/without before their parenthesis
             "sum", "min", "max", "avg", "group", "stddev", "stdvar", "count", "count_values", "bottomk",
             "topk", "quantile"}
-# Series Prometheus makes itself for every scrape target.
-BUILTIN = {"up"}
+# Series Prometheus makes itself: for every scrape target, and for every active alert (ALERTS,
+# which the escalation rule CriticalAlertUnresolved reads).
+BUILTIN = {"up", "ALERTS"}
 
 
 def referenced(expr: str):

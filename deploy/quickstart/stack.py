@@ -197,6 +197,7 @@ def configs() -> int:
     prom = yaml.safe_load((repo / "collector" / "prometheus" / "prometheus.yml").read_text(encoding="utf-8"))
     prom["rule_files"] = [str(repo / "collector" / "rules" / "*.yml")]
     prom["alerting"]["alertmanagers"] = [{"static_configs": [{"targets": [f"127.0.0.1:{ports['alertmanager']}"]}]}]
+    prom["global"]["external_labels"]["runbook_base"] = f"http://127.0.0.1:{ports['collector']}/runbooks"
     for job in prom["scrape_configs"]:
         for sc in job.get("static_configs", []):
             sc["targets"] = [f"127.0.0.1:{ports['collector']}"]
