@@ -30,6 +30,10 @@ fi
 export COMMUNE_WINDOWS_WHEELS="$PWD/.cache/windows-wheels"
 .venv/bin/python -m tests.prefetch_windows_wheels "$COMMUNE_WINDOWS_WHEELS" >/dev/null 2>&1 ||
   echo "tests/run.sh: no package index reachable: the Windows bundle tests will skip" >&2
+# likewise the Linux bundle's (manylinux x86_64 wheels for CPython 3.9 to 3.12)
+export COMMUNE_LINUX_WHEELS="$PWD/.cache/linux-wheels"
+.venv/bin/python -m tests.prefetch_linux_wheels "$COMMUNE_LINUX_WHEELS" >/dev/null 2>&1 ||
+  echo "tests/run.sh: no package index reachable: the Linux bundle tests will skip" >&2
 
 # The suite runs in a network namespace of its own holding only loopback: no test can reach the
 # machine's real gateway or any address beyond 127.0.0.0/8, ::1 and the namespaces tests create
