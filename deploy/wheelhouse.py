@@ -162,8 +162,11 @@ def unmet(wheelhouse: Path, root: Requirement, target: Target) -> Tuple[List[str
 
 
 def download_args(requirements: Sequence[str], wheelhouse: Path, target: Target) -> List[str]:
+    # The full version, not X.Y: pip reads "3.9" as 3.9.0, which cryptography's Requires-Python
+    # (!=3.9.0) refuses, while the markers and the wheelhouse check see the distribution's 3.9.2.
+    # With X.Y, an online build and an offline one from the same wheels resolved differently.
     platforms = [arg for p in target.platforms for arg in ("--platform", p)]
-    return ["download", "--only-binary=:all:", *platforms, "--python-version", target.python_version,
+    return ["download", "--only-binary=:all:", *platforms, "--python-version", target.full_version,
             "--implementation", "cp", "--disable-pip-version-check", "-d", str(wheelhouse), *requirements]
 
 
