@@ -1,6 +1,6 @@
 """Poll the same recorded devices with our SNMP input and with Debian's prometheus-snmp-exporter.
 
-    .venv/bin/python bench/snmp_vs_snmp_exporter.py [--rounds 20]
+    .venv/bin/python bench/snmp_vs_snmp_exporter.py [--rounds 20] [--duration 60] [--soak-interval 5]
 
 Starts snmpsim on a loopback port with printer and router recordings (../shared/fixtures/snmp when
 present, else our own tests/fixtures/snmp), writes an snmp_exporter 0.21 config with numeric OIDs
@@ -8,6 +8,13 @@ for the same Printer-MIB, HOST-RESOURCES printer rows, IF-MIB tables and system 
 module per device, since 0.21 keeps the community in the module), and runs both for the same
 number of full polls (every device once, all devices concurrently). Prints CPU seconds and wall
 time per full poll and the ratios. snmpsim's own CPU is not counted for either.
+
+Then the soak (``--duration`` seconds, 0 to skip): a real ``commune-agent`` process with the host
+input and the 10 SNMP targets (every other input off, no push), polling every ``--soak-interval``
+seconds, while snmp_exporter is scraped for the same devices at the same interval. Prints both
+RSS series (ten points), the agent's CPU per poll (its host input included) and the RSS ratio at
+the end. With a 60 s interval in the field, ``--duration 900 --soak-interval 5`` is 180 polls per
+device: three hours' worth.
 """
 from __future__ import annotations
 
@@ -28,9 +35,10 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from agent.inputs.snmp import build  # noqa: E402
+from bench.procstat import proc_cpu_seconds as cpu_seconds, proc_rss_mb as rss_mb  # noqa: E402
 from agent.inputs.snmp.config import Config  # noqa: E402
 from agent.schema import load_model  # noqa: E402
-from tests.support import Proc, free_port  # noqa: E402
+from tests.support import Proc, agent_command, free_port, http_get, wait_until  # noqa: E402
 from tests.test_snmp_live import start_snmpsim  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "fixtures" / "snmp"
@@ -116,21 +124,53 @@ def devices() -> dict:
     return {"printer": (OWN / "printer.snmprec", "printer"), "router": (OWN / "router.snmprec", "router")}
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+def soak(tmp: Path, port: int, devs: dict, scrape_exporter, exporter_pid: int, duration: float,
+         interval: float) -> dict:
+    """Run the agent with the host input and every device as a target; RSS series of both."""
+    web = free_port()
+    cfg = {
+        "agent": {"id": "bench-snmp", "state_dir": str(tmp / "state"), "log_level": "warning"},
+        "web": {"listen_address": f"127.0.0.1:{web}"},
+        **{n: {"enabled": False} for n in ("smart", "icmp", "probes", "process")},
+        "snmp": {"interval": f"{interval:g}s", "timeout": "2s", "max_concurrency": len(devs),
+                 "auths": {n: {"version": "2c", "community": n} for n in devs},
+                 "targets": [{"name": n, "address": "127.0.0.1", "port": port, "auth": n,
+                              "profiles": ["printer"] if k == "printer" else ["interfaces", "host_resources"]}
+                             for n, (_p, k) in devs.items()]},
+    }
+    path = tmp / "agent.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    agent = Proc(agent_command() + ["-c", str(path)], tmp / "agent.log")
+    url = f"http://127.0.0.1:{web}/metrics"
+    try:
+        agent.wait_http(url)
+        wait_until(lambda: http_get(url).decode().count("commune_snmp_up{") == len(devs), 60,
+                   what="every target polled once")
+        c0, t_start = cpu_seconds(agent.pid), time.monotonic()
+        ours, theirs = [], []
+        points = 10
+        for i in range(1, points + 1):
+            while time.monotonic() < t_start + duration * i / points:
+                t = time.monotonic()
+                scrape_exporter()
+                time.sleep(max(0.0, interval - (time.monotonic() - t)))
+            ours.append(rss_mb(agent.pid))
+            theirs.append(rss_mb(exporter_pid))
+        elapsed = time.monotonic() - t_start
+        cpu = cpu_seconds(agent.pid) - c0
+        metrics = http_get(url).decode()
+        assert metrics.count("commune_snmp_up{") == len(devs) and " 0.0\n" not in "".join(
+            line + "\n" for line in metrics.splitlines() if line.startswith("commune_snmp_up{")), metrics[:2000]
+    finally:
+        agent.stop()
+    return {"ours": ours, "theirs": theirs, "polls": elapsed / interval, "cpu_per_poll": cpu / (elapsed / interval)}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--duration", type=float, default=60.0, help="soak seconds (0: no soak)")
+    ap.add_argument("--soak-interval", type=float, default=5.0, help="poll interval in the soak, seconds")
     args = ap.parse_args()
     exporter = shutil.which("prometheus-snmp-exporter")
     if not exporter:
@@ -195,7 +235,9 @@ def main() -> int:
             return series, (time.process_time() - c) / args.rounds, (time.perf_counter() - t) / args.rounds
 
         our_series, our_cpu, our_wall = asyncio.run(ours())
-        our_rss = rss_mb(os.getpid())
+        bench_rss = rss_mb(os.getpid())
+        soaked = soak(tmp, port, devs, exporter_poll, exp.pid, args.duration, args.soak_interval) \
+            if args.duration > 0 else None
     finally:
         if exp:
             exp.stop()
@@ -205,11 +247,25 @@ def main() -> int:
     kinds = sorted({k for _p, k in devs.values()})
     print(f"{len(devs)} devices ({', '.join(f'{sum(1 for _p, k in devs.values() if k == kind)} {kind}s' for kind in kinds)}), "
           f"{args.rounds} full polls each, all devices of a poll concurrently, snmpsim on loopback")
-    print(f"{'':28}{'CPU s/poll':>12}{'wall s/poll':>13}{'series':>8}{'RSS MB':>8}")
-    print(f"{'commune agent (pysnmp 7)':28}{our_cpu:12.4f}{our_wall:13.4f}{our_series:8d}{our_rss:8.1f}")
-    print(f"{'snmp_exporter 0.21 (Go)':28}{exp_cpu:12.4f}{exp_wall:13.4f}{exp_series:8d}{exp_rss:8.1f}")
-    print(f"ratio agent/exporter: CPU {our_cpu / exp_cpu if exp_cpu else float('inf'):.1f}x, "
-          f"wall {our_wall / exp_wall if exp_wall else float('inf'):.1f}x")
+    print(f"{'':30}{'CPU s/poll':>12}{'wall s/poll':>13}{'series':>8}{'RSS MB':>8}")
+    print(f"{'commune agent (v2c, own BER)':30}{our_cpu:12.4f}{our_wall:13.4f}{our_series:8d}{bench_rss:8.1f}"
+          f"  (RSS of this bench process)")
+    print(f"{'snmp_exporter 0.21 (Go)':30}{exp_cpu:12.4f}{exp_wall:13.4f}{exp_series:8d}{exp_rss:8.1f}")
+    our_rss = bench_rss
+    if soaked:
+        our_rss, exp_rss = soaked["ours"][-1], soaked["theirs"][-1]
+        print(f"soak: {args.duration:g} s, a poll every {args.soak_interval:g} s ({soaked['polls']:.0f} polls per device)")
+        print("  commune-agent (host + snmp) RSS MB: " + " ".join(f"{x:.1f}" for x in soaked["ours"]))
+        print("  snmp_exporter RSS MB:              " + " ".join(f"{x:.1f}" for x in soaked["theirs"]))
+        half = len(soaked["ours"]) // 2
+        print(f"  agent RSS growth over the second half: {soaked['ours'][-1] - soaked['ours'][half - 1]:+.1f} MB; "
+              f"agent CPU per poll (host input included): {soaked['cpu_per_poll']:.4f} s")
+
+    def ratio(a, b):
+        return f"{a / b:.2f}x" if b else "inf"
+
+    print(f"ratio agent/exporter: CPU {ratio(our_cpu, exp_cpu)}, wall {ratio(our_wall, exp_wall)}, "
+          f"RSS {ratio(our_rss, exp_rss)} ({'agent process after the soak' if soaked else 'bench process'})")
     return 0
 
 

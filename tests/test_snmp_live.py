@@ -1,6 +1,7 @@
 """SNMP input over real UDP: snmpsim serving our recordings and the shared real ones on loopback.
 
-Polls go through pysnmp to a real SNMP agent process; a silent UDP port stands for a dead device.
+Polls (v1/v2c: our BER codec, agent/inputs/snmp/ber.py) go to a real SNMP agent process; a silent
+UDP port stands for a dead device.
 Discovery sweeps several 127.0.0.x addresses, each answering as a different device.
 """
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 Modules: ``config`` (the section), ``profiles`` + ``profiles/*.yaml`` (what to read, as data),
 ``classify`` (kind, vendor, model, auto profiles), ``decode`` (values to samples), ``poller``
-(one input per target), ``discover`` (subnet sweep: CLI and periodic input) and ``client``, the
-only module that imports pysnmp. pysnmp is imported only when targets or discovery are configured.
+(one input per target), ``discover`` (subnet sweep: CLI and periodic input), ``client`` (requests
+and walks) over ``udp`` + ``ber`` (v1/v2c, our own codec) or ``usm`` (v3, the only module that
+imports pysnmp, loaded only when a v3 auth is used).
 """
 from __future__ import annotations
 

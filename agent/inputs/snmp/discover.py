@@ -83,6 +83,8 @@ async def probe_one(address: str, port: int, auths: Sequence[Tuple[str, AuthConf
         except SnmpError as exc:
             log.debug("discover %s with %s: %s", address, auth_name, exc.reason)
             continue
+        finally:
+            client.close()
         return Found(address, auth_name, text(system.get("sysName")), str(system.get("sysObjectID") or ""),
                      classify(system, probes))
     return None
