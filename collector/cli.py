@@ -34,6 +34,7 @@ SUBCOMMANDS = {
     "status": "collector.status:main",
     "report": "collector.report:main",
     "silence": "collector.silence:main",
+    "fleet": "collector.fleet_cli:main",
 }
 
 

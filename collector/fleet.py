@@ -79,6 +79,10 @@ class Device:
     # Where the device is on the office LAN (IP address or host name), for the people reading
     # the dashboards; informational, the tie to the series is agent and target.
     address: str = ""
+    # Serial number (as the machine's firmware or the label tells it) and the province asset
+    # office's tag (mã tài sản); informational, carried by fleet export/import.
+    serial: str = ""
+    asset_tag: str = ""
 
     def validate(self) -> Iterator[tuple]:
         if _bad_id(self.id):

@@ -2,7 +2,7 @@
 
     commune-collector status [--prometheus URL] [--recent 5m] [--limit 10] [--json]
 
-Four parts, each from series the collector and the rules already provide:
+Five parts, each from series the collector and the rules already provide:
   communes online      an agent of the commune pushed within --recent
                        (commune_agent_last_push_timestamp_seconds, commune_collector_agent_info,
                        and the fleet's commune_office_info for communes with no agent at all)
@@ -10,6 +10,9 @@ Four parts, each from series the collector and the rules already provide:
                        (probe_success == 0), the probes grouped by business service
                        (commune_probe_target_info{service})
   firing alerts        ALERTS{alertstate="firing"}, counted by severity
+  agents               how many run each version (commune_agent_build_info), those whose last push
+                       is older than --stale (or never, holding a token), and inventory devices never
+                       seen within --seen: a PC whose agent never pushed, an SNMP device never up
   replacement          the highest commune:device_replacement_score:top_reason with its reason and
                        its recommended actions (commune:device_replacement_action:info)
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from typing import Dict, List, Optional, Tuple
@@ -44,13 +48,77 @@ QUERIES = {
     "alerts": 'ALERTS{alertstate="firing"}',
     "replacement": "topk({limit}, commune:device_replacement_score:top_reason)",
     "actions": "max by (commune, device, kind, action) (commune:device_replacement_action:info)",
+    # agents by version and agents not seen for days ({seen}: how far back anything counts as seen)
+    "versions_now": "max by (commune, agent, version) (commune_agent_build_info)",
+    "versions_seen": "max by (commune, agent, version) (last_over_time(commune_agent_build_info[{seen}]))",
+    "last_pushes": "max by (commune, agent) (last_over_time(commune_agent_last_push_timestamp_seconds[{seen}]))",
+    # inventory devices never seen within {seen}: a PC whose agent never pushed, an SNMP device
+    # never answering the agent that should poll it (not polled at all, or never up)
+    "never_seen_agents": 'max by (commune, device, kind, agent) (commune_device_info{kind=~"pc|laptop"}) '
+                         "unless on (commune, agent) "
+                         "last_over_time(commune_agent_last_push_timestamp_seconds[{seen}])",
+    "never_seen_snmp": 'max by (commune, device, kind, agent, target) (commune_device_info{target!=""}) '
+                       "unless on (commune, agent, target) (max_over_time(commune_snmp_up[{seen}]) == 1)",
 }
+DEFAULT_SEEN = 30 * 86400.0
+DEFAULT_STALE = 2 * 86400.0
 
 
-def gather(base: str, at: float, limit: int = 10) -> Dict[str, List[dict]]:
+def gather(base: str, at: float, limit: int = 10, seen: float = DEFAULT_SEEN) -> Dict[str, List[dict]]:
     """Every query of :data:`QUERIES` at time ``at``: name -> result vector."""
     prom = Prometheus(base)
-    return {name: prom.query(expr.replace("{limit}", str(int(limit))), at) for name, expr in QUERIES.items()}
+    return {name: prom.query(expr.replace("{limit}", str(int(limit))).replace("{seen}", f"{int(seen)}s"), at)
+            for name, expr in QUERIES.items()}
+
+
+def _version_key(version: str) -> tuple:
+    return tuple(int(p) if p.isdigit() else -1 for p in re.split(r"[.+-]", version))
+
+
+def agents_summary(results: Dict[str, List[dict]], now: float, stale: float) -> dict:
+    """Agents by the version they run and agents not seen for ``stale`` seconds (pure).
+
+    An agent's version is what it reports now, else the newest version it reported within the
+    window (agents are upgraded, not downgraded); its last push is the newest within the window.
+    """
+    now_v: Dict[Tuple[str, str], str] = {}
+    for item in results.get("versions_now", []):
+        key = (item["metric"].get("commune", ""), item["metric"].get("agent", ""))
+        v = item["metric"].get("version", "")
+        if key not in now_v or _version_key(v) > _version_key(now_v[key]):
+            now_v[key] = v
+    versions = dict(now_v)
+    for item in results.get("versions_seen", []):
+        key = (item["metric"].get("commune", ""), item["metric"].get("agent", ""))
+        v = item["metric"].get("version", "")
+        if key not in now_v and (key not in versions or _version_key(v) > _version_key(versions[key])):
+            versions[key] = v
+    by_version: Dict[str, int] = {}
+    for v in versions.values():
+        by_version[v or "unknown"] = by_version.get(v or "unknown", 0) + 1
+    last = {}
+    for item in results.get("last_pushes", []):
+        key = (item["metric"].get("commune", ""), item["metric"].get("agent", ""))
+        last[key] = max(_value(item), last.get(key, 0.0))
+    known = set(last) | {(i["metric"].get("commune", ""), i["metric"].get("agent", "")) for i in results.get("agents", [])}
+    silent = []
+    for key in sorted(known):
+        ts = last.get(key)
+        if ts is None or now - ts > stale:
+            silent.append({"commune": key[0], "agent": key[1], "last_push_timestamp": ts,
+                           "last_push_age_seconds": None if ts is None else round(now - ts, 3),
+                           "version": versions.get(key, "")})
+    silent.sort(key=lambda a: (a["last_push_age_seconds"] is not None, -(a["last_push_age_seconds"] or 0),
+                               a["commune"], a["agent"]))
+    never = []
+    for name, why in (("never_seen_agents", "agent never pushed"), ("never_seen_snmp", "never answered SNMP")):
+        for item in results.get(name, []):
+            m = item["metric"]
+            never.append({"commune": m.get("commune", ""), "device": m.get("device", ""), "kind": m.get("kind", ""),
+                          "agent": m.get("agent", ""), "target": m.get("target", ""), "why": why})
+    never.sort(key=lambda d: (d["commune"], d["device"]))
+    return {"by_version": dict(sorted(by_version.items(), key=lambda kv: _version_key(kv[0]), reverse=True)),
+            "stale_seconds": stale, "not_seen": silent, "inventory_never_seen": never}
 
 
 # ---------------------------------------------------------------- the summary (pure)
@@ -59,7 +127,8 @@ def _value(item: dict) -> float:
     return float(item["value"][1])
 
 
-def summarize(results: Dict[str, List[dict]], now: float, recent: float = 300.0, limit: int = 10) -> dict:
+def summarize(results: Dict[str, List[dict]], now: float, recent: float = 300.0, limit: int = 10,
+              stale: float = DEFAULT_STALE, seen: float = DEFAULT_SEEN) -> dict:
     """The status as plain data, from the query results of :func:`gather` taken at ``now``."""
     m = lambda item: item["metric"]  # noqa: E731
 
@@ -156,6 +225,7 @@ def summarize(results: Dict[str, List[dict]], now: float, recent: float = 300.0,
                          "probes_by_service": by_service},
         "alerts": {"firing": len(alerts), "by_severity": by_severity, "list": alerts},
         "replacement": candidates[:limit],
+        "agents": {**agents_summary(results, now, stale), "seen_seconds": seen},
     }
 
 
@@ -237,6 +307,26 @@ def render(summary: dict, prometheus: str = "") -> str:
         out += _table(rows)
     out.append("")
 
+    ag = summary.get("agents")
+    if ag is not None:
+        total = sum(ag["by_version"].values())
+        out.append(f"Agents by version: {total} seen within {_duration(ag['seen_seconds'])}"
+                   + (" (" + ", ".join(f"{v} {n}" for v, n in ag["by_version"].items()) + ")" if total else ""))
+        out.append(f"Agents not seen for {_duration(ag['stale_seconds'])}: {len(ag['not_seen'])}")
+        if ag["not_seen"]:
+            rows = [["COMMUNE", "AGENT", "LAST PUSH", "VERSION"]]
+            rows += [[a["commune"], a["agent"], _age(a["last_push_age_seconds"]), a["version"] or "-"]
+                     for a in ag["not_seen"]]
+            out += _table(rows)
+        out.append(f"Inventory devices never seen within {_duration(ag['seen_seconds'])}: "
+                   f"{len(ag['inventory_never_seen'])}")
+        if ag["inventory_never_seen"]:
+            rows = [["COMMUNE", "DEVICE", "KIND", "AGENT", "TARGET", "WHY"]]
+            rows += [[d["commune"], d["device"], d["kind"], d["agent"], d["target"] or "-", d["why"]]
+                     for d in ag["inventory_never_seen"]]
+            out += _table(rows)
+        out.append("")
+
     r = summary["replacement"]
     out.append(f"Replacement candidates: {len(r)}" + (" (highest scores first)" if r else
                                                        " (no scores yet: the rules compute them every 10 minutes from the fleet file)"))
@@ -282,6 +372,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--recent", default="5m", metavar="DURATION",
                    help="an agent that pushed within this is online (default 5m)")
     p.add_argument("--limit", type=int, default=10, metavar="N", help="replacement candidates shown (default 10)")
+    p.add_argument("--stale", default="2d", metavar="DURATION",
+                   help="list agents whose last push is older than this (default 2d)")
+    p.add_argument("--seen", default="30d", metavar="DURATION",
+                   help="how far back an agent or device counts as seen at all (default 30d)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--alertmanager", default=None, metavar="URL",
                    help="also list the maintenance windows (silences) of this Alertmanager")
@@ -290,6 +384,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         recent = parse_duration(args.recent)
     except ValueError as exc:
         p.error(f"--recent: {exc}")
+    try:
+        stale, seen = parse_duration(args.stale), parse_duration(args.seen)
+    except ValueError as exc:
+        p.error(f"--stale/--seen: {exc}")
+    if not 0 < stale <= seen:
+        p.error("--stale must be greater than 0 and at most --seen")
     if args.limit < 1:
         p.error("--limit: must be at least 1")
     if not args.prometheus.startswith(("http://", "https://")):
@@ -297,11 +397,11 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     now = time.time()
     try:
-        results = gather(args.prometheus, now, args.limit)
+        results = gather(args.prometheus, now, args.limit, seen)
     except PrometheusError as exc:
         print(f"commune-collector status: {exc}", file=sys.stderr)
         return 1
-    summary = summarize(results, now, recent, args.limit)
+    summary = summarize(results, now, recent, args.limit, stale, seen)
     if args.alertmanager:
         summary["silences"] = silences(args.alertmanager)
     if args.json:

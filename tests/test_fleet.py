@@ -145,8 +145,8 @@ INVALID = {
         "pc, laptop, printer, router, ups"),
     "unknown field": (
         BASE + "    colour: grey\n",
-        "fleet.yaml:12: devices[0].colour: unknown field 'colour' (known fields: address, agent, commune, id, "
-        "kind, location, model, purchase_date, rated_life_pages, rated_life_years, target)"),
+        "fleet.yaml:12: devices[0].colour: unknown field 'colour' (known fields: address, agent, asset_tag, commune, "
+        "id, kind, location, model, purchase_date, rated_life_pages, rated_life_years, serial, target)"),
     "communes missing": (
         "devices: []\n",
         "fleet.yaml:1: communes: required field is missing"),

@@ -116,6 +116,31 @@ def test_replacement_candidates_show_their_recommended_actions():
     assert [line.split()[-1] for line in text.splitlines() if "pc-motcua-01" in line][-1] == "replace_disk+add_memory"
 
 
+def test_agents_by_version_not_seen_for_days_and_inventory_never_seen():
+    a = summarize(RESULTS, AT)["agents"]
+    # pc-lab reports 0.9.0 and 0.8.2 within the window: the newer counts
+    assert a["by_version"] == {"0.9.0": 2, "0.8.10": 1, "0.8.2": 1}
+    assert [(x["commune"], x["agent"], x["version"]) for x in a["not_seen"]] == [
+        ("09667", "laptop-chutich", ""),   # holds a token, never pushed
+        ("09999", "pc-cu", "0.8.10")]      # last push 5 days ago; pc-motcua-01 (2 h) is not listed
+    assert 5 * 86400 <= a["not_seen"][1]["last_push_age_seconds"] < 5 * 86400 + 5
+    assert a["inventory_never_seen"] == [
+        {"commune": "09667", "device": "printer-motcua", "kind": "printer", "agent": "pc-ketoan-01",
+         "target": "printer-motcua", "why": "never answered SNMP"},
+        {"commune": "09670", "device": "pc-motcua-01", "kind": "pc", "agent": "hoabinh-pc-01", "target": "",
+         "why": "agent never pushed"},
+        {"commune": "09670", "device": "printer-01", "kind": "printer", "agent": "hoabinh-pc-01",
+         "target": "printer-01", "why": "never answered SNMP"}]
+    assert [x["agent"] for x in summarize(RESULTS, AT, stale=3600)["agents"]["not_seen"]] == [
+        "laptop-chutich", "pc-cu", "pc-motcua-01"]
+    lines = render(summarize(RESULTS, AT)).splitlines()
+    assert "Agents by version: 4 seen within 30d (0.9.0 2, 0.8.10 1, 0.8.2 1)" in lines
+    assert "Agents not seen for 2d: 2" in lines
+    assert next(x for x in lines if "pc-cu" in x).split() == ["09999", "pc-cu", "5d", "ago", "0.8.10"]
+    assert "Inventory devices never seen within 30d: 3" in lines
+    assert next(x for x in lines if "hoabinh-pc-01" in x and " pc " in x).split()[-3:] == ["agent", "never", "pushed"]
+
+
 def test_nothing_at_all_is_an_empty_summary():
     s = summarize({name: [] for name in QUERIES}, AT)
     assert s["communes"] == {"total": 0, "online": 0, "list": []}
@@ -138,7 +163,7 @@ def test_render_for_a_terminal():
     assert any("printer-motcua" in line and "printer" in line and "pc-ketoan-01" in line for line in lines)
     assert "  failing probes by service: dichvucong 1, icmp gateway 1" in lines
     assert "Firing alerts: 4 (critical 1, warning 2, info 1)" in lines
-    row = next(line for line in lines if "pc-motcua-01" in line and "age" in line)
+    row = next(line for line in lines if "pc-motcua-01" in line and "replace_device" in line)
     assert row.split()[:2] == ["88", "09667"]
 
 
@@ -195,7 +220,7 @@ def test_status_json_against_a_real_prometheus(tmp_path):
         now = time.time()
         written = []
         for name, answer in RECORDED["answers"].items():
-            if name in ("pushes",):  # the ages must be relative to now
+            if name in ("pushes", "last_pushes", "never_seen_agents", "never_seen_snmp"):  # relative to now, or derived
                 continue
             for item in answer["data"]["result"]:
                 labels = dict(item["metric"])
@@ -235,5 +260,6 @@ def _metric_of(query_name: str) -> str:
     return {"offices": "commune_office_info", "agents": "commune_collector_agent_info",
             "snmp_down": "commune_snmp_up", "snmp_devices": "commune_device_info",
             "probes_down": "probe_success", "probe_services": "commune_probe_target_info",
-            "alerts": "ALERTS", "replacement": "commune:device_replacement_score:top_reason",
+            "alerts": "ALERTS", "versions_now": "commune_agent_build_info",
+            "versions_seen": "commune_agent_build_info", "replacement": "commune:device_replacement_score:top_reason",
             "actions": "commune:device_replacement_action:info"}[query_name]
