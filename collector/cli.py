@@ -8,6 +8,7 @@
     commune-collector enroll-key create --commune CODE [--uses N] [--ttl 7d] [-c FILE]
     commune-collector enroll-key list [-c FILE]
     commune-collector enroll-key revoke ID [-c FILE]
+    commune-collector signing-key create|list|publish-revocations [-c FILE]   (collector.credentials)
     commune-collector SUBCOMMAND ...      (see SUBCOMMANDS)
 """
 from __future__ import annotations
@@ -30,6 +31,7 @@ SUBCOMMANDS = {
     "serve": "collector.cli:serve_main",
     "token": "collector.cli:token_main",
     "enroll-key": "collector.cli:enroll_key_main",
+    "signing-key": "collector.credentials:signing_key_main",
     "dashboards": "dashboards.__main__:main",
     "status": "collector.status:main",
     "report": "collector.report:main",
@@ -107,7 +109,9 @@ def serve_main(argv: List[str]) -> int:
 
 
 def _store(args):
-    """The token store named by ``--state.dir`` or by the config file."""
+    """The token store named by ``--state.dir`` (random tokens), or by the config file (tokens
+    signed and revocations published as its ``credentials`` section says)."""
+    from collector.credentials import from_config
     from collector.state import Store
 
     if args.state_dir:
@@ -115,7 +119,7 @@ def _store(args):
     config = _load(args.config)
     if config is None:
         return None
-    return Store(config.state.dir)
+    return from_config(config).store
 
 
 def _state_args(p: argparse.ArgumentParser) -> None:

@@ -176,6 +176,25 @@ class StateSection:
 
 
 @dataclass
+class CredentialsSection:
+    """Signed agent tokens any replica can verify alone (collector.credentials, docs/scale.md)."""
+
+    # KEY_ID SECRET lines, mode 0600 (commune-collector signing-key create). Set: new tokens are
+    # signed (cms_...) and verified with it; tokens.json keeps their records, not the secrets.
+    # Empty: tokens are random and only tokens.json knows them (one replica, or a shared copy).
+    signing_key_file: str = ""
+    # Ids of revoked tokens, one per line: written by the replica that issues tokens, copied to
+    # (or shared with) the others, re-read when it changes. Empty: revocation is tokens.json only.
+    revocation_file: str = ""
+
+    def validate(self) -> Iterator[tuple]:
+        if self.signing_key_file and not os.path.isfile(self.signing_key_file):
+            yield "signing_key_file", f"file {self.signing_key_file} does not exist (commune-collector signing-key create)"
+        if self.signing_key_file and not self.revocation_file:
+            yield "revocation_file", "required with signing_key_file: a signed token can only be revoked through it"
+
+
+@dataclass
 class EnrollmentSection:
     # Whether POST /api/v1/enroll trades one-time keys (commune-collector enroll-key create) for tokens.
     enabled: bool = True
@@ -296,6 +315,7 @@ class CollectorConfig:
     upstream_check_interval: Duration = Duration(15)
     limits: Limits = field(default_factory=Limits)
     state: StateSection = field(default_factory=StateSection)
+    credentials: CredentialsSection = field(default_factory=CredentialsSection)
     enrollment: EnrollmentSection = field(default_factory=EnrollmentSection)
     http_sd: HttpSdSection = field(default_factory=HttpSdSection)
     # Fleet inventory (config/fleet.example.yaml) served as info metrics on /metrics; empty: none.

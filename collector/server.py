@@ -50,6 +50,7 @@ from agent.samples import Sample, sample
 from agent.shutdown import stop_on_signals
 from collector import __version__
 from collector.config import CollectorConfig, load_fleet_file
+from collector.credentials import Credentials
 from collector.ingest import LimitError, rewrite, snappy_announced_length
 from collector.state import NameTaken, StateError, StateUnreadable, Store, check_address, check_name
 from agent.names import pull_address_problem
@@ -115,6 +116,8 @@ class Collector:
         self.config = config
         self.clock = clock
         self.store = Store(config.state.dir, clock=clock)
+        self.credentials = Credentials(self.store, config.credentials.signing_key_file,
+                                       config.credentials.revocation_file)
         self.forwarder = Forwarder(config.upstreams)
         self.stats = Stats()
         self.inflight = 0
@@ -124,7 +127,7 @@ class Collector:
         self._auth = BasicAuth({u: h.reveal() for u, h in config.web.basic_auth_users.items()})
         # one thread: junk passwords queue behind each other instead of taking every worker
         self._auth_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="basic-auth")
-        self.store.refresh()  # fail at start, not at the first push, on an unreadable state file
+        self.credentials.check()  # fail at start, not at the first push, on unreadable state or keys
         from collector.runbooks import DEFAULT_FILE, Runbooks
         from collector.zalo import ZaloRelay
 
@@ -347,7 +350,7 @@ class Collector:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return None
-        return self.store.authenticate(token.strip())
+        return self.credentials.authenticate(token.strip())
 
     # ------------------------------------------------------------ enrollment
 
@@ -454,7 +457,7 @@ class Collector:
 
     async def ready(self, _request: web.Request) -> web.Response:
         try:
-            self.store.refresh()
+            self.credentials.check()
         except StateError as exc:
             return web.Response(status=503, text=f"token store unreadable: {exc}\n")
         if self.config.upstream_check_interval == 0 or self.forwarder.ready():

@@ -19,7 +19,7 @@ import os
 import secrets
 import tempfile
 import time
-from typing import Dict, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 from agent.names import name_problem, pull_address_problem
 
@@ -91,6 +91,11 @@ class Store:
         self._cache_key: Optional[Tuple[int, int, int]] = None
         self._by_digest: Dict[str, dict] = {}
         self._data: dict = {"version": 1, "tokens": [], "enroll_keys": []}
+        # Set by collector.credentials when the collector signs its tokens: (id, commune, agent,
+        # issued) -> (token, key id); such tokens are not stored, only their record.
+        self.issuer: Optional[Callable[[str, str, str, float], Tuple[str, str]]] = None
+        # Called with every token record after a write that revoked one (the revocation list).
+        self.on_change: Optional[Callable[[List[dict]], None]] = None
 
     # ------------------------------------------------------------ file handling
 
@@ -119,7 +124,16 @@ class Store:
         data.setdefault("enroll_keys", [])
         return data
 
-    def _write(self, data: dict) -> None:
+    def _write(self, data: dict, revoked: bool = False) -> None:
+        self._write_file(data)
+        if revoked and self.on_change is not None:
+            try:
+                self.on_change(data["tokens"])
+            except OSError as exc:
+                raise StateUnreadable(f"{self.path} was written but the revocation list was not ({exc.strerror}); "
+                                      "run: commune-collector signing-key publish-revocations") from None
+
+    def _write_file(self, data: dict) -> None:
         fd, tmp = tempfile.mkstemp(prefix=".tokens.", dir=self.dir)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -146,7 +160,7 @@ class Store:
             return
         data = self._read()
         self._data = data
-        self._by_digest = {t["sha256"]: t for t in data["tokens"] if not t.get("revoked")}
+        self._by_digest = {t["sha256"]: t for t in data["tokens"] if t.get("sha256") and not t.get("revoked")}
         self._cache_key = key
 
     # ------------------------------------------------------------ tokens
@@ -179,12 +193,12 @@ class Store:
             check_address(pull_address)
         with self._locked():
             data = self._read()
-            self._claim(data, commune, agent, replace)
+            revoked = self._claim(data, commune, agent, replace)
             record, token = self._new_token(data, commune, agent, pull_address, source)
-            self._write(data)
+            self._write(data, revoked)
         return _public(record), token
 
-    def _claim(self, data: dict, commune: str, agent: str, replace: bool) -> None:
+    def _claim(self, data: dict, commune: str, agent: str, replace: bool) -> bool:
         """Make ``agent`` of ``commune`` free for a new token: refuse while a live token holds the
         name (two agents writing as one would corrupt each other's series), or revoke it."""
         live = [t for t in data["tokens"] if t["commune"] == commune and t["agent"] == agent and not t.get("revoked")]
@@ -196,12 +210,17 @@ class Store:
         for t in live:
             t["revoked"] = now
             t["revoked_by"] = "replace"
+        return bool(live)
 
     def _new_token(self, data: dict, commune: str, agent: str, pull_address: str, source: str) -> Tuple[dict, str]:
-        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        record = {"id": _new_id("t-"), "sha256": digest(token), "commune": commune, "agent": agent,
-                  "created": self.clock(), "revoked": None, "pull_address": pull_address or "",
-                  "source": source}
+        token_id, created = _new_id("t-"), self.clock()
+        record = {"id": token_id, "commune": commune, "agent": agent, "created": created, "revoked": None,
+                  "pull_address": pull_address or "", "source": source}
+        if self.issuer is not None:  # signed: any replica verifies it with the key file alone
+            token, record["signed_by"] = self.issuer(token_id, commune, agent, created)
+        else:
+            token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+            record["sha256"] = digest(token)
         data["tokens"].append(record)
         return record, token
 
@@ -217,7 +236,7 @@ class Store:
                     if t.get("revoked"):
                         raise StateError(f"token {token_id} is already revoked")
                     t["revoked"] = self.clock()
-                    self._write(data)
+                    self._write(data, revoked=True)
                     return _public(t)
         raise StateError(f"no token with id {token_id!r} (see: commune-collector token list)")
 
@@ -276,11 +295,11 @@ class Store:
             if (found is None or len(found["used_by"]) >= found["uses"] or found["expires"] <= now
                     or found.get("revoked")):
                 raise StateError("enrollment key is unknown, used up, expired or revoked")
-            self._claim(data, found["commune"], agent, replace)
+            revoked = self._claim(data, found["commune"], agent, replace)
             found["used"] = now  # the last use
             found["used_by"].append(agent)
             record, token = self._new_token(data, found["commune"], agent, pull_address, f"enroll:{found['id']}")
-            self._write(data)
+            self._write(data, revoked)
         return _public(record), token
 
 

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(prometheus prometheus-alertmanager snmpd snmp victoria-metrics
+APT_PACKAGES=(prometheus prometheus-alertmanager snmpd snmp victoria-metrics haproxy
   prometheus-node-exporter prometheus-snmp-exporter prometheus-blackbox-exporter
   fping smartmontools nftables iproute2 chromium poppler-utils python3-venv
   libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core)
