@@ -320,6 +320,9 @@ class CollectorConfig:
     http_sd: HttpSdSection = field(default_factory=HttpSdSection)
     # Fleet inventory (config/fleet.example.yaml) served as info metrics on /metrics; empty: none.
     fleet_file: str = ""
+    # Working calendar (collector/calendar.yaml): office hours and public holidays, exported as
+    # commune_calendar_open / commune_calendar_holiday on /metrics; empty: the one shipped.
+    calendar_file: str = ""
     runbooks: RunbooksSection = field(default_factory=RunbooksSection)
     zalo: ZaloSection = field(default_factory=ZaloSection)
 
@@ -334,6 +337,8 @@ class CollectorConfig:
                 seen[up.name] = i
         if self.fleet_file and not os.path.isfile(self.fleet_file):
             yield "fleet_file", f"file {self.fleet_file} does not exist"
+        if self.calendar_file and not os.path.isfile(self.calendar_file):
+            yield "calendar_file", f"file {self.calendar_file} does not exist"
 
 
 def check_listen_override(config: CollectorConfig, address: str) -> Optional[str]:
@@ -367,7 +372,18 @@ def parse_config(text: str, filename: str = "collector.yaml",
     config = load_model(CollectorConfig, data, file=filename, lines=lines, environ=environ)
     if config.fleet_file:
         load_fleet_file(config.fleet_file)
+    load_calendar_file(config.calendar_file)
     return config
+
+
+def load_calendar_file(path: str = ""):
+    """The working calendar (collector.calendar); its problems are config errors with its name."""
+    from collector.calendar import DEFAULT_FILE, CalendarError, load_calendar
+
+    try:
+        return load_calendar(path or DEFAULT_FILE)
+    except CalendarError as exc:
+        raise ConfigErrors([ConfigError("", p) for p in exc.problems]) from None
 
 
 def load_fleet_file(path: str):

@@ -123,6 +123,11 @@ class Collector:
         self.inflight = 0
         self._fleet = None
         self._fleet_mtime: Optional[tuple] = None
+        from collector.calendar import DEFAULT_FILE as CALENDAR_FILE, load_calendar
+
+        self._calendar_path = config.calendar_file or str(CALENDAR_FILE)
+        self._calendar = load_calendar(self._calendar_path)  # a broken calendar stops the start
+        self._calendar_mtime = self._file_version(self._calendar_path)
         self._probe_task: Optional[asyncio.Task] = None
         self._auth = BasicAuth({u: h.reveal() for u, h in config.web.basic_auth_users.items()})
         # one thread: junk passwords queue behind each other instead of taking every worker
@@ -513,6 +518,29 @@ class Collector:
             self._fleet_mtime = mtime
         return self._fleet
 
+    @staticmethod
+    def _file_version(path: str) -> Optional[tuple]:
+        import os
+
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+    def calendar(self):
+        """The working calendar, re-read when its file changes; the last good one otherwise."""
+        from collector.calendar import CalendarError, load_calendar
+
+        version = self._file_version(self._calendar_path)
+        if version is not None and version != self._calendar_mtime:
+            try:
+                self._calendar = load_calendar(self._calendar_path)
+            except CalendarError as exc:
+                log.error("calendar not reloaded, keeping the last good one: %s", exc)
+            self._calendar_mtime = version
+        return self._calendar
+
     def samples(self) -> List[Sample]:
         st = self.stats
         out = [sample("commune_collector_build_info", 1, version=__version__,
@@ -558,6 +586,10 @@ class Collector:
         from collector.fleet import Defaults, default_samples, fleet_samples
 
         out.extend(fleet_samples(fleet) if fleet is not None else default_samples(Defaults()))
+        communes = {t["commune"] for t in tokens} | {c for c, _ in st.last_push}
+        if fleet is not None:
+            communes |= {c.code for c in fleet.communes}
+        out.extend(self.calendar().samples(communes, self.clock()))
         if self.zalo is not None:
             out.extend(self.zalo.samples())
         return out

@@ -8,10 +8,11 @@ collector, scrape and evaluation intervals are 1s, rule files are the repository
 glob), no Alertmanager. Test copy of the rules: group intervals (10m for the replacement groups)
 shortened to 1s, so the first evaluation comes within seconds; the expressions are the real ones.
 
-The cpu_saturation factor counts office hours only (07:00-17:00 Vietnam time, Monday to Friday:
-commune_agent:node_cpu_saturated_office_hours:bool is recorded then only): a Prometheus that has
-run only outside them has no data for it and, as for any factor without data, leaves it out. What
-the test expects of it follows from the wall clock Prometheus evaluates with.
+The cpu_saturation factor counts open office time only (the working calendar of the commune,
+collector/calendar.yaml, exported by the collector: commune_agent:node_cpu_saturated_office_hours:bool
+is recorded then only): a Prometheus that has run only while the office is closed has no data for
+it and, as for any factor without data, leaves it out. What the test expects of it follows from
+the wall clock Prometheus evaluates with.
 """
 from __future__ import annotations
 
@@ -39,6 +40,14 @@ def office_hours(t: float) -> bool:
     """global:office_hours:bool of collector/rules/signals.yml at time t."""
     vn = dt.datetime.fromtimestamp(t, VN)
     return vn.weekday() < 5 and 7 <= vn.hour < 17
+
+
+def office_open(t: float) -> bool:
+    """Whether commune 09667's office is open at time t by the working calendar (the collector's
+    commune_calendar_open, which the office-hours signals follow)."""
+    from collector.calendar import load_calendar
+
+    return load_calendar().state("09667", t).open
 
 
 def collector_command():
@@ -133,12 +142,12 @@ def test_shipped_prometheus_config_with_collector_and_pull_agent(tmp_path):
         busy = time.time()  # recorded by an evaluation before this
 
         def cpu_expected(now: float):
-            """True: the CPU factor must be there (an evaluation with the busy ratio ran in office
-            hours); False: it must not (none ran in office hours); None: either (17:00 Vietnam time
-            passed while the busy ratio was first recorded)."""
-            if office_hours(busy) or office_hours(now):
+            """True: the CPU factor must be there (an evaluation with the busy ratio ran while the
+            office was open); False: it must not (none did); None: either (the office closed while
+            the busy ratio was first recorded)."""
+            if office_open(busy) or office_open(now):
                 return True
-            return None if office_hours(started) else False
+            return None if office_open(started) else False
 
         def pc_factors():
             now = time.time()
@@ -161,7 +170,7 @@ def test_shipped_prometheus_config_with_collector_and_pull_agent(tmp_path):
         if cpu is False:
             # outside office hours the factor is left out, not counted as 0: it has no data
             assert "cpu_saturation" not in factors
-            assert not saturated or office_hours(time.time())  # (unless 07:00 came since)
+            assert not saturated or office_open(time.time())  # (unless the office opened since)
         elif "cpu_saturation" in factors:  # always when cpu is True
             assert saturated and 0 <= factors["cpu_saturation"] <= 1
         score = wait_until(lambda: one('commune:device_replacement_score:top_reason{commune="09667", device="pc-motcua-01"}'), 60,
