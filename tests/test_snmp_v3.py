@@ -24,6 +24,13 @@ USERS = {
     "erin": ("SHA", "erin-auth-secret", "AES-256", "erin-priv-secret", "priv"),
     "carol": ("SHA-256", "carol-auth-secret", "AES-192", "carol-priv-secret", "priv"),
     "dave": ("MD5", "dave-auth-secret", "DES", "dave-priv-secret", "priv"),
+    "ivan": ("SHA", "ivan-auth-secret", "AES-192-C", "ivan-priv-secret", "priv"),
+    "judy": ("MD5", "judy-auth-secret", "AES-256-C", "judy-priv-secret", "priv"),
+    "kim": ("MD5", "kim-auth-secret1", "AES-256", "kim-priv-secret1", "priv"),
+    "lan": ("SHA", "lan-auth-secret1", "DES", "lan-priv-secret1", "priv"),
+    "minh": ("SHA-256", "minh-auth-secret", "AES-128", "minh-priv-secret", "priv"),
+    "ngoc": ("SHA-384", "ngoc-auth-secret", "AES-256-C", "ngoc-priv-secret", "priv"),
+    "oanh": ("SHA-224", "oanh-auth-secret", "DES", "oanh-priv-secret", "priv"),
     "frank": ("SHA-224", "frank-auth-secret", None, None, "auth"),
     "hana": ("SHA-384", "hana-auth-secret", None, None, "auth"),
     "grace": (None, None, None, None, "noauth"),
@@ -136,8 +143,8 @@ def test_wrong_keys_fail_clearly_and_alone(snmpd, caplog):
     assert order[:slow].count("snmp/good") >= 2 and order[:slow].count("snmp/community") >= 2, order
     log = caplog.text
     assert "wrong priv_password or priv_protocol" in log
-    assert "Wrong SNMP PDU digest" in log
-    assert "Unknown USM user" in log
+    assert "wrong digest: the device rejects the auth_password or auth_protocol of user 'bob'" in log
+    assert "unknown user 'mallory' (usmStatsUnknownUserNames)" in log
     metrics = render(lambda: [s for b in batches for s in b.samples]).decode()
     for secret in ALL_SECRETS:
         assert secret not in log, secret
