@@ -14,10 +14,29 @@ from pyasn1.codec.ber import decoder, encoder
 from pysnmp.proto import api
 
 from agent.inputs.snmp.ber import GET, GETBULK, GETNEXT, BerError, decode_response, encode_oid, encode_request
-from agent.inputs.snmp.usm import to_python
 from tests.support import LOCAL_FIXTURES
 
 RECORDED = [line.split() for line in (LOCAL_FIXTURES / "snmp" / "responses.txt").read_text().splitlines()]
+
+
+def to_python(value) -> object:
+    """pysnmp value -> int, bytes or dotted str; None for noSuchObject/Instance/endOfMibView (as
+    the agent's values were when it polled through pysnmp)."""
+    from pysnmp.proto import rfc1902, rfc1905
+    from pyasn1.type import univ
+
+    if isinstance(value, (rfc1905.NoSuchObject, rfc1905.NoSuchInstance, rfc1905.EndOfMibView,
+                          univ.Null)):
+        return None
+    if isinstance(value, rfc1902.IpAddress):
+        return ".".join(str(b) for b in value.asOctets())
+    if isinstance(value, univ.ObjectIdentifier):
+        return ".".join(str(x) for x in value)
+    if isinstance(value, univ.OctetString):
+        return value.asOctets()
+    if isinstance(value, univ.Integer):
+        return int(value)
+    return value.prettyPrint()
 
 
 def _plain(value):

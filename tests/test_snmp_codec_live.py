@@ -1,5 +1,5 @@
 """The v1/v2c path without pysnmp, over real UDP: snmpsim serving every recording (ours and
-../shared's), a device that answers badly, a closed port, and what a v2c-only agent imports."""
+../shared's), a device that answers badly, a closed port, and what a poll imports."""
 from __future__ import annotations
 
 import asyncio
@@ -141,17 +141,21 @@ def test_unresolvable_name_is_unreachable():
     assert err.value.reason == "unreachable" and "no-such-host.invalid" in str(err.value)
 
 
-@pytest.mark.parametrize("auth,imports_pysnmp", [
+@pytest.mark.parametrize("auth,loads_cryptography", [
     ("{version: '2c', community: printer}", False),
     ("{version: '1', community: printer}", False),
-    ("{version: '3', username: u, auth_protocol: SHA, auth_password: authpass1}", True),
+    ("{version: '3', username: u, auth_protocol: SHA, auth_password: authpass1}", False),
+    ("{version: '3', username: u, auth_protocol: SHA, auth_password: authpass1, priv_protocol: AES, "
+     "priv_password: privpass1}", True),
 ])
-def test_only_v3_imports_pysnmp(sim, tmp_path, auth, imports_pysnmp):
-    """A poll of a v1/v2c target loads neither pysnmp nor pyasn1; a v3 auth does (control)."""
+def test_no_poll_imports_pysnmp(sim, tmp_path, auth, loads_cryptography):
+    """No poll loads pysnmp or pyasn1 (v3 has its own USM since issue 19); only an encrypted v3
+    request loads cryptography's ciphers. snmpsim answers the v3 engine discovery; user ``u`` is
+    unknown to it, so the v3 polls end in ``auth_failure``."""
     port, _names = sim
     cfg = tmp_path / "agent.yaml"
     cfg.write_text(f"snmp:\n  auths: {{a: {auth}}}\n"
-                   f"  targets: [{{name: p, address: 127.0.0.1, port: {port}, auth: a, timeout: 1s, retries: 3}}]\n")
+                   f"  targets: [{{name: p, address: 127.0.0.1, port: {port}, auth: a, timeout: 2s, retries: 1}}]\n")
     code = (
         "import asyncio, sys\n"
         "from agent.config import load_config\n"
@@ -160,10 +164,15 @@ def test_only_v3_imports_pysnmp(sim, tmp_path, auth, imports_pysnmp):
         "[inp] = snmp.build(c.snmp, c)\n"
         "s = asyncio.run(inp.collect())\n"
         "up = [x.value for x in s if x.name == 'commune_snmp_up']\n"
-        "print(up[0], bool([m for m in sys.modules if m.startswith(('pysnmp', 'pyasn1'))]))\n")
+        "reason = [x.labels['reason'] for x in s if x.name == 'commune_snmp_scrape_error_info'] or ['-']\n"
+        "print(up[0], reason[0], bool([m for m in sys.modules if m.startswith(('pysnmp', 'pyasn1'))]),\n"
+        "      'cryptography.hazmat.primitives.ciphers' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
-    up, imported = out.stdout.split()
-    assert imported == str(imports_pysnmp)
-    if not imports_pysnmp:
-        assert float(up) == 1.0, out.stderr[-2000:]
+    up, reason, pysnmp, crypto = out.stdout.split()
+    assert pysnmp == "False"
+    assert crypto == str(loads_cryptography)
+    if "'3'" in auth:
+        assert (float(up), reason) == (0.0, "auth_failure"), out.stderr[-2000:]
+    else:
+        assert (float(up), reason) == (1.0, "-"), out.stderr[-2000:]
