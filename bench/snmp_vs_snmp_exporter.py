@@ -1,17 +1,22 @@
 """Poll the same recorded devices with our SNMP input and with Debian's prometheus-snmp-exporter.
 
     .venv/bin/python bench/snmp_vs_snmp_exporter.py [--rounds 20] [--duration 60] [--soak-interval 5]
+        [--soak-v3 5]
 
 Starts snmpsim on a loopback port with printer and router recordings (../shared/fixtures/snmp when
 present, else our own tests/fixtures/snmp), writes an snmp_exporter 0.21 config with numeric OIDs
 for the same Printer-MIB, HOST-RESOURCES printer rows, IF-MIB tables and system scalars (one
 module per device, since 0.21 keeps the community in the module), and runs both for the same
 number of full polls (every device once, all devices concurrently). Prints CPU seconds and wall
-time per full poll and the ratios. snmpsim's own CPU is not counted for either.
+time per full poll and the ratios, once with v2c and once with SNMPv3 authPriv (SHA + AES-128,
+snmpsim's v3 user, the recording chosen by the context name; snmp_exporter's module carries the
+same v3 auth). snmpsim's own CPU is not counted for either.
 
 Then the soak (``--duration`` seconds, 0 to skip): a real ``commune-agent`` process with the host
 input and the 10 SNMP targets (every other input off, no push), polling every ``--soak-interval``
-seconds, while snmp_exporter is scraped for the same devices at the same interval. Prints both
+seconds (``--soak-v3`` of the targets, every other one, over SNMPv3 authPriv, the rest v2c; the
+exporter polls each device with the same version), while snmp_exporter is scraped for the same
+devices at the same interval. Prints both
 RSS series (ten points), the agent's CPU per poll (its host input included) and the RSS ratio at
 the end. With a 60 s interval in the field, ``--duration 900 --soak-interval 5`` is 180 polls per
 device: three hours' worth.
@@ -42,6 +47,36 @@ from tests.support import Proc, agent_command, free_port, http_get, wait_until  
 from tests.test_snmp_live import start_snmpsim  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "fixtures" / "snmp"
+# snmpsim's v3 user (bench-only secrets): SHA auth, AES-128 privacy
+V3_USER = {"username": "bench", "auth_protocol": "SHA", "auth_password": "bench-auth-pass",
+           "priv_protocol": "AES", "priv_password": "bench-priv-pass"}
+SNMPSIM_V3 = [f"--v3-user={V3_USER['username']}", f"--v3-auth-key={V3_USER['auth_password']}",
+              "--v3-auth-proto=SHA", f"--v3-priv-key={V3_USER['priv_password']}", "--v3-priv-proto=AES"]
+
+
+def our_auth(name: str, v3: bool) -> dict:
+    if v3:
+        return {"version": "3", **V3_USER, "context_name": name}
+    return {"version": "2c", "community": name}
+
+
+def exporter_auth(name: str, v3: bool) -> dict:
+    if v3:
+        return {"security_level": "authPriv", "username": V3_USER["username"],
+                "password": V3_USER["auth_password"], "auth_protocol": "SHA", "priv_protocol": "AES",
+                "priv_password": V3_USER["priv_password"], "context_name": name}
+    return {"community": name}
+
+
+def module_name(name: str, v3: bool) -> str:
+    return f"{name}_v3" if v3 else name
+
+
+def soak_v3_names(devs: dict, count: int) -> set:
+    """Which devices the soak polls over v3: every other one first, then the rest."""
+    names = list(devs)
+    order = names[::2] + names[1::2]
+    return set(order[:count])
 OWN = REPO / "tests" / "fixtures" / "snmp"
 
 SYSTEM = {"get": ["1.3.6.1.2.1.1.1.0", "1.3.6.1.2.1.1.2.0", "1.3.6.1.2.1.1.3.0", "1.3.6.1.2.1.1.5.0"],
@@ -124,8 +159,8 @@ def devices() -> dict:
     return {"printer": (OWN / "printer.snmprec", "printer"), "router": (OWN / "router.snmprec", "router")}
 
 
-def soak(tmp: Path, port: int, devs: dict, scrape_exporter, exporter_pid: int, duration: float,
-         interval: float) -> dict:
+def soak(tmp: Path, port: int, devs: dict, v3_names: set, scrape_exporter, exporter_pid: int,
+         duration: float, interval: float) -> dict:
     """Run the agent with the host input and every device as a target; RSS series of both."""
     web = free_port()
     cfg = {
@@ -133,7 +168,7 @@ def soak(tmp: Path, port: int, devs: dict, scrape_exporter, exporter_pid: int, d
         "web": {"listen_address": f"127.0.0.1:{web}"},
         **{n: {"enabled": False} for n in ("smart", "icmp", "probes", "process")},
         "snmp": {"interval": f"{interval:g}s", "timeout": "2s", "max_concurrency": len(devs),
-                 "auths": {n: {"version": "2c", "community": n} for n in devs},
+                 "auths": {n: our_auth(n, n in v3_names) for n in devs},
                  "targets": [{"name": n, "address": "127.0.0.1", "port": port, "auth": n,
                               "profiles": ["printer"] if k == "printer" else ["interfaces", "host_resources"]}
                              for n, (_p, k) in devs.items()]},
@@ -166,106 +201,130 @@ def soak(tmp: Path, port: int, devs: dict, scrape_exporter, exporter_pid: int, d
     return {"ours": ours, "theirs": theirs, "polls": elapsed / interval, "cpu_per_poll": cpu / (elapsed / interval)}
 
 
+def _our_poll(devs: dict, port: int, v3: bool, rounds: int):
+    """(series, CPU s and wall s per full poll) of our SNMP input in this process."""
+    cfg = load_model(Config, {
+        "auths": {n: our_auth(n, v3) for n in devs},
+        "targets": [{"name": n, "address": "127.0.0.1", "port": port, "auth": n,
+                     "profiles": ["printer"] if k == "printer" else ["interfaces", "host_resources"]}
+                    for n, (_p, k) in devs.items()],
+        "max_concurrency": len(devs)}, path="snmp")
+    inputs = build(cfg, None)
+
+    async def ours():
+        async def poll():
+            return await asyncio.gather(*(i.collect() for i in inputs))
+
+        first = await poll()  # warm-up: classification probes, engine discovery, keys
+        assert all(s[0].value == 1 for s in first), [s[:3] for s in first]
+        series = sum(len(s) for s in await poll())
+        c, t = time.process_time(), time.perf_counter()
+        for _ in range(rounds):
+            await poll()
+        return series, (time.process_time() - c) / rounds, (time.perf_counter() - t) / rounds
+
+    try:
+        return asyncio.run(ours())
+    finally:
+        for i in inputs:
+            close = getattr(getattr(i, "client", None), "close", None)
+            if close:
+                close()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--duration", type=float, default=60.0, help="soak seconds (0: no soak)")
     ap.add_argument("--soak-interval", type=float, default=5.0, help="poll interval in the soak, seconds")
+    ap.add_argument("--soak-v3", type=int, default=5, help="how many of the soak's targets use SNMPv3")
+    ap.add_argument("--versions", default="2c,3", help="which versions the comparison polls (2c, 3)")
     args = ap.parse_args()
     exporter = shutil.which("prometheus-snmp-exporter")
     if not exporter:
         print("prometheus-snmp-exporter is not installed (apt-get install prometheus-snmp-exporter)")
         return 2
     devs = devices()
+    versions = [v.strip() for v in args.versions.split(",") if v.strip()]
+    v3_names = soak_v3_names(devs, args.soak_v3)
     tmp = Path(tempfile.mkdtemp(prefix="bench-snmp-"))
-    sim, port = start_snmpsim(tmp / "sim", {n: p for n, (p, _k) in devs.items()})
+    sim, port = start_snmpsim(tmp / "sim", {n: p for n, (p, _k) in devs.items()}, extra=SNMPSIM_V3)
     exp = None
+    rows = {}
     try:
-        # ---- snmp_exporter: one module per device (0.21 keeps the community in the module)
+        # ---- snmp_exporter: one module per device and version (0.21 keeps the auth in the module)
         modules = {}
         for name, (_p, kind) in devs.items():
-            mod = printer_module() if kind == "printer" else if_module()
-            mod.update(version=2, max_repetitions=25, retries=1, timeout="5s", auth={"community": name})
-            modules[name] = mod
+            for v3 in (False, True):
+                mod = printer_module() if kind == "printer" else if_module()
+                mod.update(version=3 if v3 else 2, max_repetitions=25, retries=1, timeout="5s",
+                           auth=exporter_auth(name, v3))
+                modules[module_name(name, v3)] = mod
         (tmp / "snmp.yml").write_text(yaml.safe_dump(modules, sort_keys=False))
         web = free_port()
         exp = Proc([exporter, f"--config.file={tmp / 'snmp.yml'}", f"--web.listen-address=127.0.0.1:{web}",
                     "--log.level=warn"], tmp / "exporter.log")
         exp.wait_http(f"http://127.0.0.1:{web}/metrics")
-        urls = {n: f"http://127.0.0.1:{web}/snmp?target=127.0.0.1:{port}&module={n}" for n in devs}
+
+        def urls(v3_of):
+            return [f"http://127.0.0.1:{web}/snmp?target=127.0.0.1:{port}&module={module_name(n, v3_of(n))}"
+                    for n in devs]
 
         def scrape(url):
             with urllib.request.urlopen(url, timeout=30) as r:
-                return r.read()
+                body = r.read()
+            assert b"snmp_scrape_walk_duration_seconds" in body and b"\nsysDescr{" in body, (url, body[-800:])
+            return body
 
-        pool = concurrent.futures.ThreadPoolExecutor(len(urls))
+        pool = concurrent.futures.ThreadPoolExecutor(len(devs))
 
-        def exporter_poll():
-            return list(pool.map(scrape, urls.values()))
+        def exporter_poll(v3_of):
+            return list(pool.map(scrape, urls(v3_of)))
 
-        exporter_poll()  # warm-up
-        exp_series = sum(1 for body in exporter_poll() for line in body.decode().splitlines()
-                         if line and not line.startswith("#") and not line.startswith(("snmp_scrape", "go_")))
-        c0, t0 = cpu_seconds(exp.pid), time.perf_counter()
-        for _ in range(args.rounds):
-            exporter_poll()
-        exp_wall = (time.perf_counter() - t0) / args.rounds
-        exp_cpu = (cpu_seconds(exp.pid) - c0) / args.rounds
-        exp_rss = rss_mb(exp.pid)
-
-        # ---- our SNMP input, in this process
-        cfg = load_model(Config, {
-            "auths": {n: {"version": "2c", "community": n} for n in devs},
-            "targets": [{"name": n, "address": "127.0.0.1", "port": port, "auth": n,
-                         "profiles": ["printer"] if k == "printer" else ["interfaces", "host_resources"]}
-                        for n, (_p, k) in devs.items()],
-            "max_concurrency": len(devs)}, path="snmp")
-        inputs = build(cfg, None)
-
-        async def ours():
-            async def poll():
-                return await asyncio.gather(*(i.collect() for i in inputs))
-
-            first = await poll()  # warm-up: classification probes, engine and MIB loading
-            assert all(s[0].value == 1 for s in first), [s[:3] for s in first]
-            series = sum(len(s) for s in await poll())
-            c, t = time.process_time(), time.perf_counter()
+        for version in versions:
+            v3 = version == "3"
+            exporter_poll(lambda n: v3)  # warm-up
+            exp_series = sum(1 for body in exporter_poll(lambda n: v3) for line in body.decode().splitlines()
+                             if line and not line.startswith("#") and not line.startswith(("snmp_scrape", "go_")))
+            c0, t0 = cpu_seconds(exp.pid), time.perf_counter()
             for _ in range(args.rounds):
-                await poll()
-            return series, (time.process_time() - c) / args.rounds, (time.perf_counter() - t) / args.rounds
-
-        our_series, our_cpu, our_wall = asyncio.run(ours())
+                exporter_poll(lambda n: v3)
+            exp_wall = (time.perf_counter() - t0) / args.rounds
+            exp_cpu = (cpu_seconds(exp.pid) - c0) / args.rounds
+            our_series, our_cpu, our_wall = _our_poll(devs, port, v3, args.rounds)
+            rows[version] = (our_cpu, our_wall, our_series, exp_cpu, exp_wall, exp_series)
+        exp_rss = rss_mb(exp.pid)
         bench_rss = rss_mb(os.getpid())
-        soaked = soak(tmp, port, devs, exporter_poll, exp.pid, args.duration, args.soak_interval) \
-            if args.duration > 0 else None
+        soaked = soak(tmp, port, devs, v3_names, lambda: exporter_poll(lambda n: n in v3_names), exp.pid,
+                      args.duration, args.soak_interval) if args.duration > 0 else None
     finally:
         if exp:
             exp.stop()
         sim.stop()
         shutil.rmtree(tmp, ignore_errors=True)
 
+    def ratio(a, b):
+        return f"{a / b:.2f}x" if b else "inf"
+
     kinds = sorted({k for _p, k in devs.values()})
     print(f"{len(devs)} devices ({', '.join(f'{sum(1 for _p, k in devs.values() if k == kind)} {kind}s' for kind in kinds)}), "
           f"{args.rounds} full polls each, all devices of a poll concurrently, snmpsim on loopback")
-    print(f"{'':30}{'CPU s/poll':>12}{'wall s/poll':>13}{'series':>8}{'RSS MB':>8}")
-    print(f"{'commune agent (v2c, own BER)':30}{our_cpu:12.4f}{our_wall:13.4f}{our_series:8d}{bench_rss:8.1f}"
-          f"  (RSS of this bench process)")
-    print(f"{'snmp_exporter 0.21 (Go)':30}{exp_cpu:12.4f}{exp_wall:13.4f}{exp_series:8d}{exp_rss:8.1f}")
-    our_rss = bench_rss
+    print(f"{'':42}{'CPU s/poll':>12}{'wall s/poll':>13}{'series':>8}")
+    for version, (our_cpu, our_wall, our_series, exp_cpu, exp_wall, exp_series) in rows.items():
+        what = "v2c" if version == "2c" else "v3 authPriv SHA/AES"
+        print(f"{'commune agent, ' + what:42}{our_cpu:12.4f}{our_wall:13.4f}{our_series:8d}")
+        print(f"{'snmp_exporter 0.21, ' + what:42}{exp_cpu:12.4f}{exp_wall:13.4f}{exp_series:8d}")
+        print(f"  ratio agent/exporter ({what}): CPU {ratio(our_cpu, exp_cpu)}, wall {ratio(our_wall, exp_wall)}")
+    print(f"RSS MB: this bench process {bench_rss:.1f} (every version polled), snmp_exporter {exp_rss:.1f}")
     if soaked:
-        our_rss, exp_rss = soaked["ours"][-1], soaked["theirs"][-1]
-        print(f"soak: {args.duration:g} s, a poll every {args.soak_interval:g} s ({soaked['polls']:.0f} polls per device)")
+        print(f"soak: {args.duration:g} s, a poll every {args.soak_interval:g} s ({soaked['polls']:.0f} polls per "
+              f"device), {len(v3_names)} of {len(devs)} targets over v3 authPriv SHA/AES, the rest v2c")
         print("  commune-agent (host + snmp) RSS MB: " + " ".join(f"{x:.1f}" for x in soaked["ours"]))
         print("  snmp_exporter RSS MB:              " + " ".join(f"{x:.1f}" for x in soaked["theirs"]))
         half = len(soaked["ours"]) // 2
         print(f"  agent RSS growth over the second half: {soaked['ours'][-1] - soaked['ours'][half - 1]:+.1f} MB; "
               f"agent CPU per poll (host input included): {soaked['cpu_per_poll']:.4f} s")
-
-    def ratio(a, b):
-        return f"{a / b:.2f}x" if b else "inf"
-
-    print(f"ratio agent/exporter: CPU {ratio(our_cpu, exp_cpu)}, wall {ratio(our_wall, exp_wall)}, "
-          f"RSS {ratio(our_rss, exp_rss)} ({'agent process after the soak' if soaked else 'bench process'})")
+        print(f"  ratio agent/exporter: RSS {ratio(soaked['ours'][-1], soaked['theirs'][-1])} (agent process after the soak)")
     return 0
 
 
