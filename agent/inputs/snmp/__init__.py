@@ -3,8 +3,8 @@
 Modules: ``config`` (the section), ``profiles`` + ``profiles/*.yaml`` (what to read, as data),
 ``classify`` (kind, vendor, model, auto profiles), ``decode`` (values to samples), ``poller``
 (one input per target), ``discover`` (subnet sweep: CLI and periodic input), ``client`` (requests
-and walks) over ``udp`` + ``ber`` (v1/v2c, our own codec) or ``usm`` (v3, the only module that
-imports pysnmp, loaded only when a v3 auth is used).
+and walks) over ``udp`` + ``ber`` (v1/v2c, our own codec) or ``usm`` + ``usmkeys`` (v3: USM on
+the same codec, loaded only when a v3 auth is used; cryptography only for encrypted requests).
 """
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """GET, GETNEXT and multi-column GETBULK walks, over SNMP v1, v2c or v3.
 
-v1/v2c go through :mod:`agent.inputs.snmp.udp` (our BER codec, one kept socket per device: no
-pysnmp at all); v3 through :mod:`agent.inputs.snmp.usm` (pysnmp's USM, imported only then).
+v1/v2c go through :mod:`agent.inputs.snmp.udp` (our BER codec, one kept socket per device), v3
+through :mod:`agent.inputs.snmp.usm` (USM on the same codec and socket handling, imported only
+then); no version needs pysnmp.
 Everything returned is plain Python: OIDs as tuples of ints, values as ``int``, ``bytes`` or
 (for OBJECT IDENTIFIER and IpAddress values) dotted ``str``. Failures raise :class:`SnmpError`
 with a short ``reason`` (``timeout``, ``auth_failure``, ``no_such_object``, ``unreachable``,
@@ -18,7 +19,7 @@ _PDUS = {"get": GET, "next": GETNEXT, "bulk": GETBULK}
 
 
 def session(address: str, port: int, auth, *, timeout: float, retries: int):
-    """The transport for ``auth``: a community session, or (v3) pysnmp's USM."""
+    """The transport for ``auth``: a community session, or (v3) a USM session."""
     if auth.version in ("1", "2c"):
         from agent.inputs.snmp.udp import CommunitySession
 

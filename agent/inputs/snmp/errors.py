@@ -1,4 +1,4 @@
-"""The error every SNMP failure becomes (pure; no pysnmp)."""
+"""The error every SNMP failure becomes (pure)."""
 from __future__ import annotations
 
 REASONS = ("timeout", "auth_failure", "no_such_object", "unreachable", "error")
