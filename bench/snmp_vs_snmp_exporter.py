@@ -315,10 +315,11 @@ def main() -> int:
         print(f"{'commune agent, ' + what:42}{our_cpu:12.4f}{our_wall:13.4f}{our_series:8d}")
         print(f"{'snmp_exporter 0.21, ' + what:42}{exp_cpu:12.4f}{exp_wall:13.4f}{exp_series:8d}")
         print(f"  ratio agent/exporter ({what}): CPU {ratio(our_cpu, exp_cpu)}, wall {ratio(our_wall, exp_wall)}")
-    print(f"RSS MB: this bench process {bench_rss:.1f} (every version polled), snmp_exporter {exp_rss:.1f}")
+    print(f"RSS MB: this bench process {bench_rss:.1f} (after polling {', '.join(rows)}), snmp_exporter {exp_rss:.1f}")
     if soaked:
         print(f"soak: {args.duration:g} s, a poll every {args.soak_interval:g} s ({soaked['polls']:.0f} polls per "
-              f"device), {len(v3_names)} of {len(devs)} targets over v3 authPriv SHA/AES, the rest v2c")
+              f"device), {len(v3_names)} of {len(devs)} targets over v3 authPriv SHA/AES"
+              + (", the rest v2c" if len(v3_names) < len(devs) else ""))
         print("  commune-agent (host + snmp) RSS MB: " + " ".join(f"{x:.1f}" for x in soaked["ours"]))
         print("  snmp_exporter RSS MB:              " + " ".join(f"{x:.1f}" for x in soaked["theirs"]))
         half = len(soaked["ours"]) // 2
