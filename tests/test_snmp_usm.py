@@ -261,3 +261,45 @@ def test_v3_header_checks():
     session._sent[msg.msg_id] = 4
     with pytest.raises(BerError, match="msgFlags with privacy but no authentication"):
         session._decode(bad, msg.msg_id)
+
+
+def test_an_authentic_answer_from_before_the_time_window_fails_and_forgets_the_engine():
+    """RFC 3414 3.2 step 7b: boots lower than known (a replay, or an engine whose boots went back)."""
+    from agent.inputs.snmp.errors import SnmpError
+
+    case = _case("sha-aes")
+    grams = _datagrams(case)
+    rep, req = decode_v3_message(grams[1][1]), decode_v3_message(grams[2][1])
+    session = _session(case)
+    session._learn(rep.engine_id, req.boots + 1, req.time)
+    session._sent[req.msg_id] = req.flags
+    session._match(grams[3][1])
+    with pytest.raises(SnmpError, match="outside the time window") as err:
+        session._decode(grams[3][1], req.msg_id)
+    assert err.value.reason == "auth_failure" and session._engine_id is None
+    # a later time than known is learned from the authentic answer
+    session = _session(case)
+    session._learn(rep.engine_id, req.boots, max(0, req.time - 100))
+    session._sent[req.msg_id] = req.flags
+    session._match(grams[3][1])
+    assert session._decode(grams[3][1], req.msg_id)[0] == RESPONSE
+    assert session._time == decode_v3_message(grams[3][1]).time
+
+
+def test_every_report_is_a_clear_error_without_secrets():
+    from agent.inputs.snmp import usm
+
+    case = _case("sha-aes")
+    session = _session(case)
+    texts = {}
+    for oid in (usm.UNSUPPORTED_SEC_LEVEL, usm.NOT_IN_TIME_WINDOW, usm.UNKNOWN_USER, usm.UNKNOWN_ENGINE_ID,
+                usm.WRONG_DIGEST, usm.DECRYPTION_ERROR, *usm._OTHER_REPORTS, (1, 3, 6, 1, 4, 1, 9, 9), ()):
+        err = session._report_error(oid)
+        texts[oid] = (err.reason, str(err))
+        assert case["auth_password"] not in str(err) and case["priv_password"] not in str(err)
+        assert str(err).startswith("127.0.0.1:161: ")
+    assert {r for r, _t in texts.values()} == {"auth_failure", "error"}
+    assert texts[usm.DECRYPTION_ERROR][1].endswith("wrong priv_password or priv_protocol (usmStatsDecryptionErrors)")
+    assert texts[usm.NOT_IN_TIME_WINDOW][0] == "auth_failure"
+    assert texts[(1, 3, 6, 1, 4, 1, 9, 9)] == ("error", "127.0.0.1:161: Report 1.3.6.1.4.1.9.9")
+    assert texts[()] == ("error", "127.0.0.1:161: Report without varbinds")
