@@ -126,7 +126,8 @@ def test_discovery_is_what_net_snmp_sends_and_learns_the_engine(case):
     assert ours == ask
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c["auth_protocol"] and c["user"] != "mallory"], ids=lambda c: c["case"])
+@pytest.mark.parametrize("case", [c for c in CASES if c["auth_protocol"] and c["user"] != "mallory"],
+                         ids=lambda c: c["case"])
 def test_request_is_rebuilt_byte_for_byte(case):
     """Digest, privacy parameters, ciphertext and every TLV of net-snmp's request come out of
     our encoder and keys the same."""

@@ -71,7 +71,8 @@ def start_snmpd(tmp: Path, conf: str, state: Path) -> Proc:
     for f in (log, pid):
         f.unlink(missing_ok=True)
     env = dict(os.environ, SNMP_PERSISTENT_DIR=str(state), MIBS="")
-    proc = Proc([binary, "-f", "-C", "-c", f"{tmp / 'snmpd.conf'},{persistent}", "-Lf", log, "-p", pid], tmp / "stdout.log", env=env)
+    proc = Proc([binary, "-f", "-C", "-c", f"{tmp / 'snmpd.conf'},{persistent}", "-Lf", log, "-p", pid],
+                tmp / "stdout.log", env=env)
     try:
         wait_until(lambda: proc.alive() and pid.exists() and "NET-SNMP version" in
                    log.read_text(errors="replace"), 30, what="snmpd to start")

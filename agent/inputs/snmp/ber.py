@@ -4,7 +4,9 @@ responses.
 Pure and small: only what a manager sends (GET, GETNEXT, GETBULK with NULL values; v1/v2c with a
 community, v3 with USM security parameters and a scopedPDU) and reads (a Response or Report PDU).
 Encryption and digests are not done here (:mod:`agent.inputs.snmp.usmkeys`): the v3 functions
-take and return the encrypted scopedPDU as bytes and say where the digest sits. Decoded values are plain Python, as :mod:`agent.inputs.snmp.client` returns them:
+take and return the encrypted scopedPDU as bytes and say where the digest sits.
+
+Decoded values are plain Python, as :mod:`agent.inputs.snmp.client` returns them:
 ``int`` (INTEGER, Counter32, Gauge32, TimeTicks, Counter64, UInteger32), ``bytes`` (OCTET STRING,
 Opaque, NsapAddress), dotted ``str`` (OBJECT IDENTIFIER, IpAddress) and ``None`` (NULL,
 noSuchObject, noSuchInstance, endOfMibView). Anything else is refused with :class:`BerError`
