@@ -42,8 +42,8 @@ import yaml  # noqa: E402
 from agent import remote_write  # noqa: E402
 from agent.inputs.host import Config as HostConfig, HostInput  # noqa: E402
 from collector.state import Store  # noqa: E402
-from tests.support import (Proc, agent_command, free_port, http_get, need_binary, prom_query,  # noqa: E402
-                           start_prometheus, wait_until)
+from lab.procs import Proc, agent_command, free_port, http_get, need_binary, wait_until  # noqa: E402
+from lab.stores import prom_query, start_prometheus  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import textwrap
 import time
 
@@ -14,15 +13,10 @@ import pytest
 from agent.schema import ConfigErrors, field_paths
 from collector.config import CollectorConfig, load_config, parse_config
 from collector.state import StateError, Store, digest
-from tests.support import REPO, VENV_BIN
+from tests.support import REPO, collector_command
 
 EXAMPLE = REPO / "config" / "collector.example.yaml"
 UP = "upstreams:\n  - url: http://127.0.0.1:9090/api/v1/write\n"
-
-
-def collector_command():
-    script = VENV_BIN / "commune-collector"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "collector"]
 
 
 def run_cli(*args, env=None, cwd=None):

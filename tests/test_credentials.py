@@ -13,7 +13,8 @@ import pytest
 from collector.credentials import (SIGNED_PREFIX, Credentials, KeyRing, create_key, read_keys,
                                    read_revocations)
 from collector.state import StateUnreadable, Store
-from tests.test_collector_ingest import (add_token, collector_command, collector_metrics, dead_upstream,
+from tests.support import collector_command
+from tests.test_collector_ingest import (add_token, collector_metrics, dead_upstream,
                                          encode, http_ok_status, now_ms, post, post_json, series,
                                          start_collector)
 

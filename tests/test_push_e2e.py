@@ -8,9 +8,7 @@ import os
 import stat
 import subprocess
 import time
-import uuid
-from pathlib import Path
-from typing import List, Optional
+from typing import List
 
 import pytest
 import yaml
@@ -18,59 +16,16 @@ import yaml
 from agent.config import load_config
 from agent.push import Push, QueueInput, component
 from agent.samples import Batch, Sample, sample
+from lab import agent as lab_agent
+from lab.agent import agent_config
 from tests.support import (Proc, agent_command, free_port, http_get, prom_query, record_exposition,
                            start_prometheus, wait_until)
 
 pytestmark = pytest.mark.slow
 
-QUIET = {name: {"enabled": False} for name in ("smart", "icmp", "probes", "process", "snmp")}
-
-
-def agent_config(tmp: Path, url: str, state_dir: Optional[Path] = None, **push) -> Path:
-    port = free_port()
-    cfg = {
-        "agent": {"id": "pc-test", "state_dir": str(state_dir or tmp / "state"), "interval": "1s",
-                  "log_level": "info"},
-        "web": {"listen_address": f"127.0.0.1:{port}"},
-        "host": {"interval": "1s", "timeout": "1s"},
-        **QUIET,
-        "push": {"enabled": True, "url": url, "interval": "1s", "batch_delay": "0s", "min_backoff": "200ms", "max_backoff": "1s",
-                 "timeout": "5s", "require_token": "bearer_token" in push, **push},
-    }
-    path = tmp / f"agent-{uuid.uuid4().hex[:6]}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-class Agent:
-    def __init__(self, tmp: Path, config: Path, name: str = "agent"):
-        cfg = yaml.safe_load(config.read_text())
-        self.metrics_url = f"http://{cfg['web']['listen_address']}/metrics"
-        self.proc = Proc(agent_command() + ["-c", str(config)], tmp / f"{name}.log")
-        try:
-            self.proc.wait_http(self.metrics_url)
-        except BaseException:
-            self.proc.stop()
-            raise
-
-    def metrics(self) -> dict:
-        from prometheus_client.parser import text_string_to_metric_families
-
-        text = record_exposition(http_get(self.metrics_url).decode())
-        out = {}
-        for fam in text_string_to_metric_families(text):
-            for s in fam.samples:
-                key = s.name + "".join(f",{k}={v}" for k, v in sorted(s.labels.items()))
-                out[key] = s.value
-        return out
-
-    def value(self, key: str) -> float:
-        return self.metrics().get(key, float("nan"))
-
-    def first_metrics(self) -> dict:
-        """/metrics once the queue input has reported (right after start it may not have yet)."""
-        return wait_until(lambda: (lambda m: m if "commune_agent_queue_batches" in m else None)(self.metrics()),
-                          10, what="the queue input's first collection")
+class Agent(lab_agent.Agent):
+    def on_exposition(self, text: str) -> str:
+        return record_exposition(text)
 
 
 def restart_prometheus(old: Proc) -> Proc:
