@@ -1,7 +1,7 @@
 """The collector's HTTP server (aiohttp): remote-write ingest, enrollment, http_sd, /metrics.
 
     POST /api/v1/write    bearer token per agent; identity labels stamped; limits; forwarded
-    POST /api/v1/enroll   {"key", "agent"[, "pull_address", "replace"]} -> {"token", "commune", "agent"}
+    POST /api/v1/enroll   {"key", "agent"[, "pull_address", "replace", "suffix"]} -> {"token", "commune", "agent"}
                           (409 when the name has a live token and not "replace": the key is kept)
     GET  /api/v1/sd       Prometheus http_sd targets of agents with a pull address
     GET  /metrics         the collector's own figures and the fleet inventory
@@ -372,10 +372,12 @@ class Collector:
         if not isinstance(payload, dict) or not isinstance(payload.get("key"), str) \
                 or not isinstance(payload.get("agent"), str) \
                 or not isinstance(payload.get("pull_address", ""), str) \
-                or not isinstance(payload.get("replace", False), bool):
+                or not isinstance(payload.get("replace", False), bool) \
+                or not isinstance(payload.get("suffix", False), bool):
             self.stats.enrollment("bad_request")
             return self._json(400, {"error": 'expected JSON {"key": "...", "agent": "..."} '
-                                             '(and optionally "pull_address": "host:port", "replace": true)'})
+                                             '(and optionally "pull_address": "host:port", "replace": true, '
+                                             '"suffix": true)'})
         try:
             check_name("agent", payload["agent"])
             if payload.get("pull_address"):
@@ -386,7 +388,8 @@ class Collector:
         try:
             record, token = await asyncio.get_running_loop().run_in_executor(
                 None, lambda: self.store.enroll(payload["key"], payload["agent"], payload.get("pull_address", ""),
-                                                replace=payload.get("replace", False)))
+                                                replace=payload.get("replace", False),
+                                                suffix=payload.get("suffix", False)))
         except StateUnreadable as exc:  # our fault: the agent keeps its key and tries later
             log.error("enrollment: token store: %s", exc)
             self.stats.enrollment("state_unreadable")
