@@ -6,10 +6,10 @@ import logging
 from typing import Callable, List, Optional
 
 from agent import inputs
-from agent.exposition import render
+from contract.exposition import render
 from agent.runner import Runner
 from agent.selfmetrics import SelfInput
-from agent.shutdown import Stopper, stop_on_signals
+from contract.shutdown import Stopper, stop_on_signals
 from agent.web import MetricsServer
 
 log = logging.getLogger("agent")

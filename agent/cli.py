@@ -50,8 +50,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         return getattr(importlib.import_module(module), func)(argv[1:])
     args = parser().parse_args(argv)
 
-    from agent.config import load_config, split_listen_address
-    from agent.schema import ConfigErrors
+    from agent.config import load_config
+    from contract.listener import split_listen_address
+    from contract.schema import ConfigErrors
 
     try:
         config = load_config(args.config)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import ipaddress
 import os
 import socket
 import sys
@@ -17,8 +16,9 @@ from pathlib import Path
 from typing import Dict, Iterator, Literal, Mapping, Optional
 
 from agent import inputs
-from agent.names import default_agent_name, name_problem
-from agent.schema import ConfigError, ConfigErrors, Duration, Secret, Size, load_model, load_yaml
+from contract.listener import check_basic_auth_users, is_loopback, split_listen_address
+from contract.names import default_agent_name, name_problem
+from contract.schema import ConfigError, ConfigErrors, Duration, Secret, Size, load_model, load_yaml
 
 DEFAULT_LISTEN = "127.0.0.1:9721"
 
@@ -93,29 +93,6 @@ class WebSection:
         if not is_loopback(host) and not (self.basic_auth_users or self.tls_cert_file):
             yield "listen_address", (f"{self.listen_address} is reachable from the network: configure "
                                      "basic_auth_users and/or tls_cert_file, or listen on 127.0.0.1")
-
-
-def check_basic_auth_users(users: Dict[str, Secret]) -> Iterator[tuple]:
-    """Each password must be a bcrypt hash, as the exporter-toolkit web config requires."""
-    for user, hashed in users.items():
-        if not hashed.reveal().startswith(("$2a$", "$2b$", "$2y$")):
-            yield f"basic_auth_users.{user}", "expected a bcrypt hash (htpasswd -nBC 10 USER)"
-
-
-def split_listen_address(addr: str) -> "tuple[str, int]":
-    host, sep, port = addr.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"expected host:port like 127.0.0.1:9721, got {addr!r}")
-    return host.strip("[]"), int(port)
-
-
-def is_loopback(host: str) -> bool:
-    if host in ("localhost",):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 _FIXED = (("agent", AgentSection), ("web", WebSection))

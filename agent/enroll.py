@@ -19,7 +19,7 @@ import sys
 import http.client
 from typing import List, Optional
 
-from agent.names import name_problem
+from contract.names import name_problem
 
 ENV_KEY = "COMMUNE_ENROLL_KEY"
 
@@ -126,7 +126,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     from agent.config import load_config
     from agent.push import token_path
-    from agent.schema import ConfigErrors
+    from contract.schema import ConfigErrors
     from agent.shipper import HttpClient
 
     try:

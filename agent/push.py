@@ -24,8 +24,8 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Literal, Optional
 
-from agent.samples import Sample, sample
-from agent.schema import Duration, Secret, Size
+from contract.samples import Sample, sample
+from contract.schema import Duration, Secret, Size
 from contract import thresholds
 
 NAME = "push"
@@ -269,7 +269,7 @@ class QueueInput:
 def encode_batch(batch, max_samples: int, count_drop) -> list:
     """A runner batch as queue entries of at most ``max_samples`` samples each. A sample a
     receiver would refuse (bad name or label) is left out and counted as ``rejected``."""
-    from agent import remote_write
+    from contract import remote_write
     from agent.queue import Entry
 
     series = [({**s.labels, "__name__": s.name}, [(s.value, batch.timestamp_ms)]) for s in batch.samples]

@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))
 import psutil  # noqa: E402
 import yaml  # noqa: E402
 
-from agent import remote_write  # noqa: E402
+from contract import remote_write  # noqa: E402
 from agent.inputs.host import Config as HostConfig, HostInput  # noqa: E402
 from collector.state import Store  # noqa: E402
 from lab.procs import Proc, agent_command, free_port, http_get, need_binary, wait_until  # noqa: E402

@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO))
 import bcrypt  # noqa: E402
 import yaml  # noqa: E402
 
-from agent import remote_write  # noqa: E402
+from contract import remote_write  # noqa: E402
 from bench.procstat import proc_rss_mb  # noqa: E402
 from collector.state import Store  # noqa: E402
 from collector.ingest import SERIES_CACHE_BYTES  # noqa: E402

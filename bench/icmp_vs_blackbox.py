@@ -28,7 +28,7 @@ from procstat import free_port, proc_cpu_seconds, proc_rss_mb  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.inputs import icmp  # noqa: E402
-from agent.schema import load_model  # noqa: E402
+from contract.schema import load_model  # noqa: E402
 
 TARGETS = ["127.0.0.1", "127.0.0.2", "127.0.0.3", "::1"]
 

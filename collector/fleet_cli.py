@@ -415,7 +415,7 @@ def _fleet_path(args) -> str:
 
 
 def _read_fleet(path: str) -> Tuple[str, Fleet]:
-    from agent.schema import ConfigErrors
+    from contract.schema import ConfigErrors
 
     try:
         with open(path, encoding="utf-8") as fh:
@@ -449,7 +449,7 @@ def gather_last_seen(url: str, window: str, now: float) -> Dict[str, List[dict]]
 
 
 def _write(path: str, old_text: str, new_text: str) -> None:
-    from agent.schema import ConfigErrors
+    from contract.schema import ConfigErrors
     from collector.fleet_edit import write_atomic
 
     try:
@@ -514,7 +514,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _run(args) -> int:
-    from agent.schema import parse_duration
+    from contract.schema import parse_duration
 
     path = _fleet_path(args)
     text, fleet = _read_fleet(path)

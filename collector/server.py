@@ -43,17 +43,17 @@ from typing import Callable, Dict, List, Optional, Tuple
 import aiohttp
 from aiohttp import web
 
-from agent.basic_auth import BasicAuth
-from agent.exposition import CONTENT_TYPE, render
-from agent.remote_write import AGENT_TIME_HEADER, RemoteWriteError, encode
-from agent.samples import Sample, sample
-from agent.shutdown import stop_on_signals
+from contract.basic_auth import BasicAuth
+from contract.exposition import CONTENT_TYPE, render
+from contract.remote_write import AGENT_TIME_HEADER, RemoteWriteError, encode
+from contract.samples import Sample, sample
+from contract.shutdown import stop_on_signals
 from collector import __version__
 from collector.config import CollectorConfig, load_fleet_file
 from collector.credentials import Credentials
 from collector.ingest import LimitError, rewrite, snappy_announced_length
 from collector.state import NameTaken, StateError, StateUnreadable, Store, check_address, check_name
-from agent.names import pull_address_problem
+from contract.names import pull_address_problem
 from collector.upstream import Forwarder
 
 log = logging.getLogger("collector")
@@ -610,7 +610,7 @@ def server_ssl(config: CollectorConfig) -> Optional[ssl.SSLContext]:
 
 
 async def serve(config: CollectorConfig, stop: asyncio.Event) -> None:
-    from agent.config import split_listen_address
+    from contract.listener import split_listen_address
 
     collector = Collector(config)
     runner = web.AppRunner(collector.app(), access_log=log if log.isEnabledFor(logging.DEBUG) else None,

@@ -21,7 +21,7 @@ import tempfile
 import time
 from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
-from agent.names import name_problem, pull_address_problem
+from contract.names import name_problem, pull_address_problem
 
 try:
     import fcntl
@@ -66,7 +66,7 @@ def check_name(kind: str, value: str) -> str:
 
 
 def check_address(value: str) -> str:
-    """A pull address ``host:port`` for http_sd (see agent.names.pull_address_problem)."""
+    """A pull address ``host:port`` for http_sd (see contract.names.pull_address_problem)."""
     problem = pull_address_problem(value)
     if problem:
         raise StateError(problem)

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from agent.schema import ConfigErrors, field_paths
+from contract.schema import ConfigErrors, field_paths
 from collector.config import CollectorConfig, load_config, parse_config
 from collector.state import StateError, Store, digest
 from tests.support import REPO, collector_command

@@ -15,7 +15,7 @@ from typing import Optional, Tuple
 
 import pytest
 
-from agent.remote_write import HEADERS, compress, encode, serialize
+from contract.remote_write import HEADERS, compress, encode, serialize
 from collector.state import Store
 from lab.collector import add_token, start_collector
 from tests.support import (Proc, free_port, http_get, prom_query, record_exposition, start_prometheus,
@@ -501,7 +501,7 @@ def test_tenant_headers_and_paths_reach_each_upstream(tmp_path, monkeypatch):
 
 def test_upstream_headers_are_checked():
     from collector.config import Upstream
-    from agent.schema import Secret
+    from contract.schema import Secret
 
     problems = dict(Upstream("http://127.0.0.1:1/w", headers={
         "X-Scope-OrgID": Secret("ok"), "Authorization": Secret("Bearer x"), "bad name": Secret("v"),
@@ -620,7 +620,7 @@ def test_tls_and_basic_auth_on_metrics_and_sd(tmp_path, prom):
 
 def test_collector_metrics_are_catalogued_and_served(tmp_path, prom):
     """Every collector metric of the catalog (fleet inventory included) shows on /metrics."""
-    from agent.catalog import metrics_of
+    from contract.catalog import metrics_of
 
     (tmp_path / "zalo-webhook-token").write_text("t" * 32)
     zalo = {"enabled": True, "access_token_file": str(tmp_path / "zalo-token"),  # the relay's figures

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from agent import schema
+from contract import schema
 from agent.config import config_class, load_config
-from agent.schema import ConfigErrors, Duration, Secret, Size, parse_duration, parse_size
+from contract.schema import ConfigErrors, Duration, Secret, Size, parse_duration, parse_size
 from tests.support import REPO, agent_command
 
 BAD = Path(__file__).parent / "fixtures" / "config_bad"

@@ -255,7 +255,7 @@ def test_signing_key_cli(tmp_path):
 
 
 def test_config_requires_a_revocation_list_with_a_key_file(tmp_path):
-    from agent.schema import ConfigErrors
+    from contract.schema import ConfigErrors
     from collector.config import parse_config
 
     keys = tmp_path / "signing.keys"

@@ -24,7 +24,7 @@ from agent.config import load_config
 from agent.inputs import gateway as gw
 from agent.inputs import icmp
 from agent.runner import Runner
-from agent.schema import ConfigErrors, load_model
+from contract.schema import ConfigErrors, load_model
 from tests import support
 from tests.netns import NOBODY, namespaces, veth
 

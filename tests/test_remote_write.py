@@ -11,8 +11,8 @@ import cramjam
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from agent import remote_write as rw
-from agent.remote_write import RemoteWriteError, WriteRequest, decode, encode
+from contract import remote_write as rw
+from contract.remote_write import RemoteWriteError, WriteRequest, decode, encode
 
 
 def _varint(n: int) -> bytes:

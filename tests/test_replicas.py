@@ -25,7 +25,7 @@ import pytest
 
 from agent.push import encode_batch
 from agent.queue import Queue
-from agent.samples import Batch, Sample
+from contract.samples import Batch, Sample
 from collector.credentials import SIGNED_PREFIX, create_key, read_revocations
 from collector.state import Store
 from tests.support import (Proc, agent_command, free_port, http_get, need_binary, start_victoria_metrics,

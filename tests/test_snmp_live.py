@@ -22,7 +22,7 @@ from agent.inputs.snmp import build
 from agent.inputs.snmp.config import AuthConfig, Config
 from agent.inputs.snmp.discover import DiscoveryInput, sweep
 from agent.runner import Runner
-from agent.schema import Secret, load_model
+from contract.schema import Secret, load_model
 from lab.snmpsim import start_snmpsim
 from tests.support import LOCAL_FIXTURES, free_udp_port, REPO, SHARED_FIXTURES, VENV_BIN, Proc, agent_command, wait_until
 from tests.test_snmp_decode import by_name, check_against_expected, decode_recording

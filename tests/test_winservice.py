@@ -18,8 +18,8 @@ import yaml
 
 from agent import winservice
 from agent.logs import setup_logging
-from agent.schema import ConfigErrors
-from agent.shutdown import Stopper, stop_on_signals
+from contract.schema import ConfigErrors
+from contract.shutdown import Stopper, stop_on_signals
 from tests.support import free_port, http_get, wait_until
 from lab.agent import QUIET
 

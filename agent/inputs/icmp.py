@@ -47,8 +47,8 @@ from typing import Callable, Dict, Iterator, List, Literal, NamedTuple, Optional
 
 from agent.inputs import gateway as gateway_mod
 from agent.inputs.base import InputSection
-from agent.samples import Sample, sample
-from agent.schema import ConfigError, ConfigErrors, Duration
+from contract.samples import Sample, sample
+from contract.schema import ConfigError, ConfigErrors, Duration
 
 NAME = "icmp"
 MODULE = "icmp"  # the module label of probe_success, shared with the http/tcp/dns probers
@@ -465,8 +465,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     import argparse
 
     from agent.config import config_class, load_config
-    from agent.exposition import render
-    from agent.schema import load_model, load_yaml
+    from contract.exposition import render
+    from contract.schema import load_model, load_yaml
 
     p = argparse.ArgumentParser(prog="python -m agent.inputs.icmp", description=main.__doc__)
     p.add_argument("-c", "--config.file", dest="config", metavar="FILE", help="agent YAML; - reads stdin")

@@ -26,8 +26,8 @@ from agent.inputs.snmp.classify import Classification, classify, text
 from agent.inputs.snmp.config import AuthConfig, Config
 from agent.inputs.snmp.errors import SnmpError
 from agent.inputs.snmp.profiles import detect_roots, load_profiles
-from agent.samples import Sample, sample
-from agent.schema import Secret
+from contract.samples import Sample, sample
+from contract.schema import Secret
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     section: Optional[Config] = None
     if args.config:
         from agent.config import load_config
-        from agent.schema import ConfigErrors
+        from contract.schema import ConfigErrors
 
         try:
             section = load_config(args.config).snmp
