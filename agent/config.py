@@ -6,8 +6,6 @@ all the defaults apply: the agent monitors this host and pings the default gatew
 """
 from __future__ import annotations
 
-import dataclasses
-import functools
 import os
 import socket
 import sys
@@ -15,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, Literal, Mapping, Optional
 
-from agent import inputs
+from agent import push
+from agent.inputs import host, icmp, inventory, probes, process, smart, snmp, winprint
 from contract.listener import check_basic_auth_users, is_loopback, split_listen_address
 from contract.names import default_agent_name, name_problem
 from contract.schema import ConfigError, ConfigErrors, Duration, Secret, Size, load_model, load_yaml
@@ -95,16 +94,22 @@ class WebSection:
                                      "basic_auth_users and/or tls_cert_file, or listen on 127.0.0.1")
 
 
-_FIXED = (("agent", AgentSection), ("web", WebSection))
+@dataclass
+class Config:
+    """The agent's config file: one field per section, in file order (``agent``, ``web``, the
+    inputs of :mod:`agent.inputs`, ``push``)."""
 
-
-@functools.lru_cache(maxsize=1)
-def config_class() -> type:
-    """The top-level model: the fixed sections, then one per module listed in agent.inputs."""
-    fields = [(name, cls, field(default_factory=cls)) for name, cls in _FIXED]
-    for name, cls in inputs.sections():
-        fields.append((name, cls, field(default_factory=cls)))
-    return dataclasses.make_dataclass("Config", fields)
+    agent: AgentSection = field(default_factory=AgentSection)
+    web: WebSection = field(default_factory=WebSection)
+    host: host.Config = field(default_factory=host.Config)
+    inventory: inventory.Config = field(default_factory=inventory.Config)
+    snmp: snmp.Config = field(default_factory=snmp.Config)
+    smart: smart.Config = field(default_factory=smart.Config)
+    winprint: winprint.Config = field(default_factory=winprint.Config)
+    icmp: icmp.Config = field(default_factory=icmp.Config)
+    probes: probes.Config = field(default_factory=probes.Config)
+    process: process.Config = field(default_factory=process.Config)
+    push: push.Config = field(default_factory=push.Config)
 
 
 def load_config(path: Optional[str] = None, environ: Optional[Mapping[str, str]] = None):
@@ -112,9 +117,8 @@ def load_config(path: Optional[str] = None, environ: Optional[Mapping[str, str]]
 
     Raises :class:`ConfigErrors` listing every problem with its path and line.
     """
-    cls = config_class()
     if path is None:
-        return load_model(cls, {}, environ=environ)
+        return load_model(Config, {}, environ=environ)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
@@ -122,4 +126,4 @@ def load_config(path: Optional[str] = None, environ: Optional[Mapping[str, str]]
     data, lines = load_yaml(text, path)
     if data is not None and not isinstance(data, dict):
         raise ConfigErrors([ConfigError("", "expected a mapping of sections at the top level", 1, path)])
-    return load_model(cls, data, file=path, lines=lines, environ=environ)
+    return load_model(Config, data, file=path, lines=lines, environ=environ)

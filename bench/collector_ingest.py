@@ -306,8 +306,8 @@ def wire_bytes(tmp: Path, duration: float) -> dict:
                 "web": {"listen_address": f"127.0.0.1:{agent_port}"},
                 "push": {"enabled": True, "url": f"http://127.0.0.1:{push_proxy.port}/api/v1/write",
                          "bearer_token": token}}
-        for name, _cls in inputs.sections():  # host and push as configured; others off (no targets here)
-            if name not in ("host", "push"):
+        for name in (m.NAME for m in inputs.INPUTS):  # host and push as configured; others off (no targets here)
+            if name != "host":
                 acfg[name] = {"enabled": False}
         apath = tmp / "agent-wire.yaml"
         apath.write_text(yaml.safe_dump(acfg))

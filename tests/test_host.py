@@ -621,7 +621,7 @@ def e2e_config(tmp_path: Path, port: int) -> Path:
     cfg = {"agent": {"state_dir": str(tmp_path / "state"), "interval": "1s"},
            "web": {"listen_address": f"127.0.0.1:{port}"},
            "host": {"interval": "1s", "timeout": "1s"}}
-    sections = dict(inputs.sections())
+    sections = {m.NAME: m.Config for m in inputs.INPUTS}
     for name in sections:  # host and smart only: nothing else may reach beyond loopback
         if name not in ("host", "smart") and hasattr(sections[name], "enabled"):
             cfg[name] = {"enabled": False}

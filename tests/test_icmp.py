@@ -62,7 +62,7 @@ def icmp_yaml(targets, **options) -> str:
 
 
 def probe_in(ns, config_text, user=None, check=True):
-    proc = ns.python("-m", "agent.inputs.icmp", "-c", "-", user=user, input=config_text, check=check)
+    proc = ns.python("-m", "agent", "icmp", "-c", "-", user=user, input=config_text, check=check)
     return proc, (parse_metrics(proc.stdout) if proc.returncode == 0 else {})
 
 
@@ -568,7 +568,7 @@ def test_default_config_pings_the_default_gateways_of_the_namespace(tmp_path):
         office.run("ip", "route", "add", "default", "via", "127.1.0.2", "dev", "vc")
         office.run("ip", "-6", "route", "add", "default", "via", "fe80::2", "dev", "vc")
         # no config file at all: the built-in defaults (5 echoes, 1 s apart, privileged: auto)
-        proc = office.python("-m", "agent.inputs.icmp", timeout=60)
+        proc = office.python("-m", "agent", "icmp", timeout=60)
         m = parse_metrics(proc.stdout)
         assert value(m, "commune_icmp_default_gateway_found") == 1
         assert value(m, "probe_success", target="gateway", module="icmp", hop="gateway") == 1
@@ -580,7 +580,7 @@ def test_default_config_pings_the_default_gateways_of_the_namespace(tmp_path):
 
 def test_default_config_without_a_default_route_says_so(tmp_path):
     with namespaces(1) as (ns,):
-        proc = ns.python("-m", "agent.inputs.icmp", timeout=30)
+        proc = ns.python("-m", "agent", "icmp", timeout=30)
         m = parse_metrics(proc.stdout)
         assert m == {("commune_icmp_default_gateway_found", frozenset()): 0}
         assert proc.stderr.count("no default gateway in /proc/net/route and /proc/net/ipv6_route") == 1

@@ -224,7 +224,7 @@ def test_encoding_does_not_load_the_protobuf_runtime():
     import subprocess
     import sys
 
-    code = ("import sys; from agent import remote_write as rw; rw.encode([({'__name__': 'x'}, [(1.0, 1)])]); "
+    code = ("import sys; from contract import remote_write as rw; rw.encode([({'__name__': 'x'}, [(1.0, 1)])]); "
             "import agent.push, agent.queue, agent.shipper; "
             "print(any(m.startswith('google.protobuf') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,

@@ -157,7 +157,7 @@ def test_no_printers_means_no_job_query_and_spooler_errors_fail_the_collection()
 
 def test_not_scheduled_off_windows_and_in_the_config():
     assert winprint.build(Config(), None, system="linux") == []
-    assert ("winprint", Config) in inputs.sections()
+    assert winprint in inputs.INPUTS and winprint.Config is Config
     cfg = load_config(None)
     assert cfg.winprint.enabled and cfg.winprint.virtual_printers is False
     assert load_model(Config, {"virtual_printers": True, "interval": "1m"}).interval == 60

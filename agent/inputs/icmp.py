@@ -25,7 +25,7 @@ to start with the fix spelled out when neither works. Windows ignores ``privileg
 
 Run once by hand (prints the samples in the exposition format)::
 
-    python -m agent.inputs.icmp [-c agent.yaml]
+    commune-agent icmp [-c agent.yaml]      (agent/tools.py)
 """
 from __future__ import annotations
 
@@ -456,42 +456,3 @@ def build(section: Config, config) -> list:
     pinger = IcmplibPinger(privileged, section.count, section.echo_interval, section.echo_timeout,
                            section.payload_size)
     return [IcmpInput(section, pinger)]
-
-
-# ---------------------------------------------------------------- python -m agent.inputs.icmp
-
-def main(argv: Optional[List[str]] = None) -> int:
-    """Probe once with the icmp section of a config (or the defaults) and print the samples."""
-    import argparse
-
-    from agent.config import config_class, load_config
-    from contract.exposition import render
-    from contract.schema import load_model, load_yaml
-
-    p = argparse.ArgumentParser(prog="python -m agent.inputs.icmp", description=main.__doc__)
-    p.add_argument("-c", "--config.file", dest="config", metavar="FILE", help="agent YAML; - reads stdin")
-    args = p.parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        if args.config == "-":
-            data, lines = load_yaml(sys.stdin.read(), "<stdin>")
-            config = load_model(config_class(), data, file="<stdin>", lines=lines)
-        else:
-            config = load_config(args.config)
-        inputs = build(config.icmp, config)
-    except ConfigErrors as exc:
-        for err in exc.errors:
-            print(err, file=sys.stderr)
-        return 1
-    samples: List[Sample] = []
-    for inp in inputs:
-        samples += asyncio.run(inp.collect())
-    sys.stdout.write(render(lambda: samples).decode())
-    return 0
-
-
-if __name__ == "__main__":
-    from agent.inputs.icmp import main as _main  # one module object, the one the config uses
-
-    sys.exit(_main())
