@@ -184,11 +184,17 @@ def test_component_queues_ships_and_reports(tmp_path):
     cfg = load_config(str(path))
     push = component(cfg)
     try:
-        from agent import inputs
+        from agent.app import Agent as App
 
-        queue_inputs = [i for i in inputs.build_all(cfg) if isinstance(i, QueueInput)]
-        assert len(queue_inputs) == 1 and queue_inputs[0].push is push  # one shared object
+        queue_inputs = [i for i in push.inputs if isinstance(i, QueueInput)]
+        assert len(queue_inputs) == 1 and queue_inputs[0].push is push  # the component brings its input
         assert queue_inputs[0].name == "queue"
+        app = App(cfg, listen_address=f"127.0.0.1:{free_port()}")  # the app runs the component's inputs too
+        try:
+            assert ["queue"] == [i.name for i in app.runner.inputs if isinstance(i, QueueInput)]
+        finally:
+            for c in app.components:
+                c.close()
 
         now = int(time.time() * 1000)
 
