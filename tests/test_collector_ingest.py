@@ -543,9 +543,9 @@ def test_enrollment_then_push_and_http_sd_scraped_by_prometheus(tmp_path, dead_u
         assert reply["token"].startswith("cmt_")
         assert Store(str(state)).authenticate(reply["token"]).agent == "pc-tiepnhan-01"
         # one time only; wrong keys and bad requests
-        status, reply = post_json(url + "/api/v1/enroll", {"key": key, "agent": "pc-2"})
-        assert status == 403 and reply["error"].endswith("of commune 09667 is used up: all 1 uses are spent; "
-                                                         "ask the province for a new one (or more uses)"), reply
+        status, refused = post_json(url + "/api/v1/enroll", {"key": key, "agent": "pc-2"})
+        assert status == 403 and refused["error"].endswith("of commune 09667 is used up: all 1 uses are spent; "
+                                                           "ask the province for a new one (or more uses)"), refused
         assert post_json(url + "/api/v1/enroll", {"key": "cme_nope", "agent": "pc-2"})[0] == 403
         assert post_json(url + "/api/v1/enroll", {"agent": "pc-2"})[0] == 400
         assert post_json(url + "/api/v1/enroll", {"key": key, "agent": "bad name!"}) == (
