@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable, List, Optional
+from typing import Optional
 
-from agent import inputs
-from agent.exposition import render
+from agent import inputs, push
+from contract.exposition import render
 from agent.runner import Runner
 from agent.selfmetrics import SelfInput
-from agent.shutdown import Stopper, stop_on_signals
+from contract.shutdown import Stopper, stop_on_signals
 from agent.web import MetricsServer
 
 log = logging.getLogger("agent")
@@ -18,8 +18,11 @@ log = logging.getLogger("agent")
 class Agent:
     def __init__(self, config, listen_address: Optional[str] = None):
         self.config = config
+        # parts that are not inputs: each takes every batch (sink), runs beside the runner (run),
+        # closes (close) and brings its own inputs (inputs)
+        self.components = [c for c in (push.component(config),) if c is not None]
         built = [SelfInput(config.agent.interval)] + inputs.build_all(config)
-        self.components = [c for c in (make(config) for make in _component_factories()) if c is not None]
+        built += [i for c in self.components for i in getattr(c, "inputs", ())]
         sinks = [c.sink for c in self.components if getattr(c, "sink", None)]
         self.runner = Runner(built, sinks=sinks)
         self.server = MetricsServer(config.web, lambda: render(self.runner.snapshot), listen_address)
@@ -44,17 +47,6 @@ class Agent:
                     close()
             self.server.stop()
             log.info("stopped")
-
-
-def _component_factories() -> List[Callable]:
-    """Parts that are not inputs but take every batch or run beside the runner (the push queue).
-
-    Each factory takes the config and returns None (switched off) or an object with any of
-    ``sink(batch)``, ``async run(stop)`` and ``close()``.
-    """
-    from agent import push
-
-    return [push.component]
 
 
 def run_agent(config, listen_address: Optional[str] = None, stopper: Optional[Stopper] = None) -> int:

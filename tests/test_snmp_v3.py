@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.exposition import render
+from contract.exposition import render
 from agent.inputs.snmp import build
 from agent.inputs.snmp.client import SnmpClient
 from agent.inputs.snmp.config import AuthConfig
