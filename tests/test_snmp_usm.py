@@ -22,7 +22,7 @@ from agent.inputs.snmp.ber import (
 )
 from agent.inputs.snmp.config import AuthConfig
 from agent.inputs.snmp.usm import UNKNOWN_ENGINE_ID, UNKNOWN_USER, WRONG_DIGEST, UsmSession
-from agent.schema import load_model
+from contract.schema import load_model
 from tests.support import LOCAL_FIXTURES
 
 CASES = json.loads((LOCAL_FIXTURES / "snmp" / "v3_exchanges.json").read_text())

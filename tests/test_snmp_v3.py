@@ -19,7 +19,7 @@ from agent.inputs.snmp.client import SnmpClient
 from agent.inputs.snmp.config import AuthConfig
 from agent.inputs.snmp.errors import SnmpError
 from agent.runner import Runner
-from agent.schema import load_model
+from contract.schema import load_model
 from tests.support import Proc, need_binary, wait_until
 from tests.test_snmp_live import free_udp_port, section, value
 
