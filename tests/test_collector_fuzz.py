@@ -360,7 +360,7 @@ def test_the_stamped_series_cache_is_bounded_and_stays_correct(monkeypatch):
         got = decode(rewrite(body, LIMITS, "c1", agent, now).body)
         assert [labels for labels, _ in got] == [
             {"__name__": f"m{r % 4}_{i}", "x": "y", "agent": agent, "commune": "c1"} for i in range(30)]
-        held = sum(ingest._ENTRY_OVERHEAD + len(v) + sum(len(r) + 40 for r in k)
+        held = sum(ingest.entry_bytes(k, v)
                    for key, cache in ingest._series_checked.items() if key != "limits" for k, v in cache.items())
         held += sum(ingest._ENTRY_OVERHEAD + len(key[0]) + len(key[1]) for key in ingest._series_checked
                     if key != "limits")
