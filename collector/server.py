@@ -34,11 +34,8 @@ import concurrent.futures
 import json
 import math
 import logging
-import platform
-import ssl
-import sys
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Awaitable, Callable, Dict, List, Optional
 
 import aiohttp
 from aiohttp import web
@@ -47,10 +44,9 @@ from agent.basic_auth import BasicAuth
 from agent.exposition import CONTENT_TYPE, render
 from agent.remote_write import AGENT_TIME_HEADER, RemoteWriteError, encode
 from agent.samples import Sample, sample
-from agent.shutdown import stop_on_signals
-from collector import __version__
 from collector.config import CollectorConfig, load_fleet_file
 from collector.credentials import Credentials
+from collector.figures import SiblingsUnavailable, Stats
 from collector.ingest import LimitError, rewrite, snappy_announced_length
 from collector.state import NameTaken, StateError, StateUnreadable, Store, check_address, check_name
 from agent.names import pull_address_problem
@@ -81,34 +77,6 @@ def _dur(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
-class Stats:
-    """The collector's own figures, exported on /metrics through the metric catalog."""
-
-    def __init__(self) -> None:
-        self.requests: Dict[Tuple[str, str], int] = {}
-        self.request_seconds: Dict[str, float] = {}
-        self.received_bytes = 0
-        self.samples_received = 0
-        self.rejected: Dict[str, int] = {}
-        self.enrollments: Dict[str, int] = {}
-        self.bad_pull_addresses: set = set()  # token ids already logged
-        self.last_push: Dict[Tuple[str, str], float] = {}
-        self.clock_skew: Dict[Tuple[str, str], float] = {}  # agent's clock minus ours, last request
-        self.agent_dropped: Dict[Tuple[str, str, str], int] = {}  # (commune, agent, reason): time bounds
-        self.dropped: Dict[str, int] = {r: 0 for r in ("too_old", "in_future", "invalid", "upstream_rejected")}
-
-    def request(self, handler: str, code: int, seconds: float) -> None:
-        key = (handler, str(code))
-        self.requests[key] = self.requests.get(key, 0) + 1
-        self.request_seconds[handler] = self.request_seconds.get(handler, 0.0) + seconds
-
-    def reject(self, reason: str) -> None:
-        self.rejected[reason] = self.rejected.get(reason, 0) + 1
-
-    def enrollment(self, result: str) -> None:
-        self.enrollments[result] = self.enrollments.get(result, 0) + 1
-
-
 class Collector:
     """The application: config, token store, forwarder and figures; ``app()`` builds the routes."""
 
@@ -121,6 +89,8 @@ class Collector:
         self.forwarder = Forwarder(config.upstreams)
         self.stats = Stats()
         self.inflight = 0
+        # with several workers (collector.workers): the other workers' figures, for /metrics
+        self.siblings: Optional[Callable[[], Awaitable[List[dict]]]] = None
         self._fleet = None
         self._fleet_mtime: Optional[tuple] = None
         from collector.calendar import DEFAULT_FILE as CALENDAR_FILE, load_calendar
@@ -343,7 +313,9 @@ class Collector:
         except ValueError:
             return
         if math.isfinite(sent) and 0 < sent < 1e11:
-            self.stats.clock_skew[(identity.commune, identity.agent)] = sent - self.clock()
+            now = self.clock()
+            self.stats.clock_skew[(identity.commune, identity.agent)] = sent - now
+            self.stats.clock_noted[(identity.commune, identity.agent)] = now
 
     def _pushed(self, identity) -> None:
         self.stats.last_push[(identity.commune, identity.agent)] = self.clock()
@@ -454,7 +426,15 @@ class Collector:
     async def metrics(self, request: web.Request) -> web.Response:
         if not await self._basic_ok(request):
             return self._unauthorized()
-        body = render(self.samples)
+        if self.siblings is None:
+            body = render(self.samples)
+        else:  # one of several workers: the figures of all of them (collector.figures)
+            try:
+                snapshots = await self.siblings()
+            except SiblingsUnavailable as exc:
+                log.error("/metrics: %s", exc)
+                return web.Response(status=503, text=f"{exc}; scrape again\n")
+            body = render(lambda: self.merged_samples(snapshots))
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     async def healthy(self, _request: web.Request) -> web.Response:
@@ -542,31 +522,20 @@ class Collector:
         return self._calendar
 
     def samples(self) -> List[Sample]:
-        st = self.stats
-        out = [sample("commune_collector_build_info", 1, version=__version__,
-                      python_version=platform.python_version())]
-        for (handler, code), n in sorted(st.requests.items()):
-            out.append(sample("commune_collector_requests_total", n, handler=handler, code=code))
-        for handler, secs in sorted(st.request_seconds.items()):
-            out.append(sample("commune_collector_request_duration_seconds_total", secs, handler=handler))
-        out.append(sample("commune_collector_received_bytes_total", st.received_bytes))
-        out.append(sample("commune_collector_samples_received_total", st.samples_received))
-        for reason, n in sorted(st.dropped.items()):
-            out.append(sample("commune_collector_samples_dropped_total", n, reason=reason))
-        for reason in ("unauthorized", "body_too_large", "body_timeout", "malformed", "limits", "out_of_range",
-                       "invalid", "upstream_rejected", "upstream_unavailable", "state_unreadable", "internal_error"):
-            out.append(sample("commune_collector_rejected_requests_total", st.rejected.get(reason, 0),
-                              reason=reason))
-        for c in self.forwarder.clients:
-            out.append(sample("commune_collector_samples_forwarded_total", c.samples_forwarded, upstream=c.name))
-            for code, n in sorted(c.requests.items()):
-                out.append(sample("commune_collector_upstream_requests_total", n, upstream=c.name, code=code))
-            out.append(sample("commune_collector_upstream_errors_total", c.errors, upstream=c.name))
-            out.append(sample("commune_collector_upstream_duration_seconds_total", c.seconds, upstream=c.name))
-            out.append(sample("commune_collector_upstream_sent_bytes_total", c.sent_bytes, upstream=c.name))
-            out.append(sample("commune_collector_upstream_up", 1 if c.up else 0, upstream=c.name))
-        for result in ("ok", "invalid_key", "bad_request", "conflict", "state_unreadable"):
-            out.append(sample("commune_collector_enrollments_total", st.enrollments.get(result, 0), result=result))
+        """/metrics of this process alone (one worker)."""
+        return self.merged_samples(None)
+
+    def merged_samples(self, siblings) -> List[Sample]:
+        """/metrics of the service: this process' figures, merged with the ``siblings``' snapshots
+        (collector.figures) when there are several workers."""
+        from collector.figures import build_info, merge, process_samples, snapshot
+
+        if siblings is None:
+            own = process_samples(self.stats, self.forwarder, self.zalo)
+        else:
+            own = merge([snapshot(self.stats, self.forwarder, self.zalo), *siblings])
+        pushed = {s.labels["commune"] for s in own if s.name == "commune_agent_last_push_timestamp_seconds"}
+        out = [build_info(), *own]
         try:
             tokens = self.store.active_tokens()
         except StateError as exc:
@@ -575,70 +544,12 @@ class Collector:
         out.append(sample("commune_collector_agent_tokens", len(tokens)))
         for commune, agent in sorted({(t["commune"], t["agent"]) for t in tokens}):
             out.append(sample("commune_collector_agent_info", 1, commune=commune, agent=agent))
-        for (commune, agent), ts in sorted(st.last_push.items()):
-            out.append(sample("commune_agent_last_push_timestamp_seconds", ts, commune=commune, agent=agent))
-        for (commune, agent), skew in sorted(st.clock_skew.items()):
-            out.append(sample("commune_agent_clock_skew_seconds", round(skew, 3), commune=commune, agent=agent))
-        for (commune, agent, reason), n in sorted(st.agent_dropped.items()):
-            out.append(sample("commune_collector_agent_samples_dropped_total", n, commune=commune, agent=agent,
-                              reason=reason))
         fleet = self.fleet()
         from collector.fleet import Defaults, default_samples, fleet_samples
 
         out.extend(fleet_samples(fleet) if fleet is not None else default_samples(Defaults()))
-        communes = {t["commune"] for t in tokens} | {c for c, _ in st.last_push}
+        communes = {t["commune"] for t in tokens} | pushed
         if fleet is not None:
             communes |= {c.code for c in fleet.communes}
         out.extend(self.calendar().samples(communes, self.clock()))
-        if self.zalo is not None:
-            out.extend(self.zalo.samples())
         return out
-
-
-# ---------------------------------------------------------------- running it
-
-def server_ssl(config: CollectorConfig) -> Optional[ssl.SSLContext]:
-    if not config.web.tls_cert_file:
-        return None
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(config.web.tls_cert_file, config.web.tls_key_file)
-    return ctx
-
-
-async def serve(config: CollectorConfig, stop: asyncio.Event) -> None:
-    from agent.config import split_listen_address
-
-    collector = Collector(config)
-    runner = web.AppRunner(collector.app(), access_log=log if log.isEnabledFor(logging.DEBUG) else None,
-                           auto_decompress=False, handle_signals=False)
-    await runner.setup()
-    host, port = split_listen_address(config.web.listen_address)
-    site = web.TCPSite(runner, host or None, port, ssl_context=server_ssl(config), backlog=512)
-    await site.start()
-    log.info("listening on %s (%s); upstreams: %s", config.web.listen_address,
-             "https" if config.web.tls_cert_file else "http", ", ".join(c.name for c in collector.forwarder.clients))
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
-        log.info("stopped")
-
-
-def run_collector(config: CollectorConfig) -> int:
-    async def main() -> None:
-        stop = asyncio.Event()
-        stop_on_signals(stop)
-        await serve(config, stop)
-
-    try:
-        asyncio.run(main())
-    except OSError as exc:  # e.g. the address is in use
-        log.error("cannot serve on %s: %s", config.web.listen_address, exc)
-        return 1
-    return 0
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(stream=sys.stderr, level=getattr(logging, level.upper()),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
