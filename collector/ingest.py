@@ -236,38 +236,51 @@ def rewrite(body: bytes, limits, commune: str, agent: str, now_ms: int) -> Resul
     get = stamped.get
     out: list = []
     counts: list = []
-    for i, (lts, ts, n) in enumerate(zip(all_labels, all_samples, lengths)):
-        key = lts.SerializeToString()  # the series' labels as sent, undecoded
-        labels = get(key)
+    # An agent sends the same series request after request: all its series' labels as sent (one C
+    # call) against those of its last request, whose stamped labels are kept in order (key None).
+    whole = labels_view.SerializeToString()
+    template = get(None)
+    known = template[1] if template is not None and template[0] == whole else None
+    seen: list = []  # stamped labels of each series, for the next request's template
+    for i, (ts, n) in enumerate(zip(all_samples, lengths)):
         try:
-            if labels is None:
-                raw_labels = tuple(lts.labels)
-                pairs = _decode_labels(raw_labels, i, 4 * (max_value + max_name) + 16)  # UTF-8: 4 bytes a character at most
-                _check_series(pairs, i, max_labels, max_name, max_value)
-                labels = _stamped_labels(pairs, commune, agent)
-                size = entry_bytes(key, labels)
-                if _cached_bytes + size > SERIES_CACHE_BYTES:  # full: start again
-                    _cached_bytes = 0
-                    _series_checked.clear()
-                    stamped = _stamped_cache(limits, commune, agent)
-                    get = stamped.get
-                stamped[key] = labels
-                _cached_bytes += size
+            if known is not None:
+                labels = known[i]
+            else:
+                lts = all_labels[i]
+                key = lts.SerializeToString()  # the series' labels as sent, undecoded
+                labels = get(key)
+                if labels is None:
+                    seen.append(None)  # no template of a request with a series refused for its labels
+                    raw_labels = tuple(lts.labels)
+                    pairs = _decode_labels(raw_labels, i, 4 * (max_value + max_name) + 16)  # UTF-8: 4 bytes a character at most
+                    _check_series(pairs, i, max_labels, max_name, max_value)
+                    labels = seen[-1] = _stamped_labels(pairs, commune, agent)
+                    size = entry_bytes(key, labels)
+                    if _cached_bytes + size > SERIES_CACHE_BYTES:  # full: start again
+                        _cached_bytes = 0
+                        _series_checked.clear()
+                        stamped = _stamped_cache(limits, commune, agent)
+                        get = stamped.get
+                    stamped[key] = labels
+                    _cached_bytes += size
+                else:
+                    seen.append(labels)
             samples = ts.samples
             if n == 1:
                 first = last = samples[0].timestamp
             elif n == 2:
                 first, last = samples[0].timestamp, samples[1].timestamp
                 if last < first:
-                    raise RemoteWriteError(f"series {i} ({_metric(_decode_labels(tuple(lts.labels), i))}): samples "
+                    raise RemoteWriteError(f"series {i} ({_metric(_decode_labels(tuple(all_labels[i].labels), i))}): samples "
                                            f"are not in time order ({last} after {first})")
             elif not n:
-                raise RemoteWriteError(f"series {i} ({_metric(_decode_labels(tuple(lts.labels), i))}): no samples")
+                raise RemoteWriteError(f"series {i} ({_metric(_decode_labels(tuple(all_labels[i].labels), i))}): no samples")
             else:
                 stamps = [s.timestamp for s in samples]
                 if sorted(stamps) != stamps:
                     cur, prev = next((b, a) for a, b in zip(stamps, stamps[1:]) if b < a)
-                    raise RemoteWriteError(f"series {i} ({_metric(_decode_labels(tuple(lts.labels), i))}): samples "
+                    raise RemoteWriteError(f"series {i} ({_metric(_decode_labels(tuple(all_labels[i].labels), i))}): samples "
                                            f"are not in time order ({cur} after {prev})")
                 first, last = stamps[0], stamps[-1]
         except (RemoteWriteError, LimitError) as exc:
@@ -290,13 +303,32 @@ def rewrite(body: bytes, limits, commune: str, agent: str, now_ms: int) -> Resul
         size = len(content)
         out.append(_TIMESERIES_TAG + (_SHORT_VARINTS[size] if size < 128 else varint(size)) + content)
         counts.append(n)
+    if known is None and None not in seen:
+        _keep_template(limits, commune, agent, whole, seen)
     forwarded = total - too_old - ahead - invalid
     return Result(out, counts, total, forwarded, too_old, ahead, n_series, invalid, errors)
 
 
-def entry_bytes(key: bytes, stamped: bytes) -> int:
-    """What one entry of the stamped-series cache holds, in bytes (estimated)."""
+def entry_bytes(key, stamped) -> int:
+    """What one entry of the stamped-series cache holds, in bytes (estimated): a series (its labels
+    as sent: stamped labels), or an identity's last request (None: (its labels as sent, the
+    stamped labels of each series, shared with the series' entries))."""
+    if key is None:
+        return _ENTRY_OVERHEAD + len(stamped[0]) + 8 * len(stamped[1])
     return _ENTRY_OVERHEAD + len(key) + len(stamped)
+
+
+def _keep_template(limits, commune: str, agent: str, whole: bytes, seen: list) -> None:
+    global _cached_bytes
+    stamped = _stamped_cache(limits, commune, agent)
+    old = stamped.get(None)
+    if old is not None:
+        _cached_bytes -= entry_bytes(None, old)
+        del stamped[None]
+    size = entry_bytes(None, (whole, seen))
+    if _cached_bytes + size <= SERIES_CACHE_BYTES:  # else not kept: the series' entries come first
+        stamped[None] = (whole, seen)
+        _cached_bytes += size
 
 
 def _metric(pairs) -> str:
