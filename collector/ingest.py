@@ -220,11 +220,6 @@ def rewrite(body: bytes, limits, commune: str, agent: str, now_ms: int) -> Resul
     if n_series > limits.max_series_per_request:
         raise LimitError(413, f"{n_series} series in one request, over limits.max_series_per_request "
                               f"({limits.max_series_per_request}); send smaller batches")
-    lengths = [len(ts.samples) for ts in all_samples]
-    total = sum(lengths)
-    if total > limits.max_samples_per_request:
-        raise LimitError(413, f"{total} samples in one request, over limits.max_samples_per_request "
-                              f"({limits.max_samples_per_request}); send smaller batches")
     oldest = now_ms - int(limits.max_sample_age * 1000)
     newest = now_ms + int(limits.max_clock_skew * 1000)
     max_labels = limits.max_labels_per_series
@@ -242,7 +237,11 @@ def rewrite(body: bytes, limits, commune: str, agent: str, now_ms: int) -> Resul
     template = get(None)
     known = template[1] if template is not None and template[0] == whole else None
     seen: list = []  # stamped labels of each series, for the next request's template
-    for i, (ts, n) in enumerate(zip(all_samples, lengths)):
+    total = 0
+    for i, ts in enumerate(all_samples):
+        samples = ts.samples
+        n = len(samples)
+        total += n
         try:
             if known is not None:
                 labels = known[i]
@@ -266,7 +265,6 @@ def rewrite(body: bytes, limits, commune: str, agent: str, now_ms: int) -> Resul
                     _cached_bytes += size
                 else:
                     seen.append(labels)
-            samples = ts.samples
             if n == 1:
                 first = last = samples[0].timestamp
             elif n == 2:
@@ -303,6 +301,9 @@ def rewrite(body: bytes, limits, commune: str, agent: str, now_ms: int) -> Resul
         size = len(content)
         out.append(_TIMESERIES_TAG + (_SHORT_VARINTS[size] if size < 128 else varint(size)) + content)
         counts.append(n)
+    if total > limits.max_samples_per_request:  # counted on the way: refused before anything is forwarded
+        raise LimitError(413, f"{total} samples in one request, over limits.max_samples_per_request "
+                              f"({limits.max_samples_per_request}); send smaller batches")
     if known is None and None not in seen:
         _keep_template(limits, commune, agent, whole, seen)
     forwarded = total - too_old - ahead - invalid
