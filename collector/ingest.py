@@ -1,12 +1,17 @@
 """The write path's work on one request body: check it, stamp the identity, drop what is bad.
 
-The body is parsed once into the protobuf classes of :mod:`agent.remote_write` (C-backed). Each
-series is written out again as its stamped labels (serialized once per distinct series and
-remembered) followed by its samples as the agent sent them; samples are never turned into Python
-tuples unless one must be dropped. The checks are those of :func:`agent.remote_write.decode` (``__name__`` present and
-valid, label names valid, sorted and unique, no empty value, at least one sample, samples in time
-order) plus the configured limits; label names and metric names already seen valid are remembered,
-since an agent sends the same few hundred again and again.
+The body is parsed (C-backed protobuf, upb) into two views: its series' labels as undecoded bytes,
+and their samples. Serializing one series of a view is one C call, far cheaper than reading its
+fields from Python: a series is recognised by its labels as sent, and each is written out again as
+its stamped labels (serialized once per distinct series and remembered) followed by its samples as
+the agent sent them; samples are never turned into Python tuples unless one must be dropped. An
+agent sends the same series request after request: the labels of all the series of its last
+request are remembered as one byte string with their stamped labels in order, and a request whose
+series are the same (one comparison) needs no lookup per series. The checks are those of
+:func:`agent.remote_write.decode` (``__name__`` present and valid, label names valid, sorted and
+unique, no empty value, at least one sample, samples in time order) plus the configured limits;
+label names and metric names already seen valid are remembered, since an agent sends the same few
+hundred again and again.
 
 Only what is bad is refused: a series that fails a check is left out and counted (``invalid``,
 with the reasons of the first few), samples outside the accepted time range likewise, and the rest
