@@ -30,7 +30,7 @@ from agent.remote_write import (IDENTITY_LABELS, LABEL_NAME_RE, METRIC_NAME_RE, 
 # their stamped labels serialized: agents send the same series every collection, so each is
 # checked and stamped once. Bounded in bytes (what the entries hold, with Python's overheads);
 # emptied when full and when the limits change. Only series that passed every check enter it;
-# under the key None, the identity's last request whose series all did (see rewrite).
+# under the key None, the identity's last request whose series' labels all did (see rewrite).
 SERIES_CACHE_BYTES = 64 * 2**20
 _ENTRY_OVERHEAD = 200   # dict slot, tuple and bytes object headers of one entry
 _cached_bytes = 0
