@@ -126,3 +126,41 @@ def test_workers_must_be_between_1_and_64():
             parse_config(f"workers: {n}\nupstreams: [{{url: 'http://127.0.0.1:1/api/v1/write'}}]\n", environ={})
         assert any("workers: must be between 1 and 64" in str(e) for e in exc.value.errors), exc.value.errors
     assert parse_config("upstreams: [{url: 'http://127.0.0.1:1/api/v1/write'}]\n", environ={}).workers == 1
+
+
+def test_workers_on_an_address_in_use_exit_1(tmp_path):
+    import yaml
+
+    from tests.support import Proc, free_port
+    from tests.test_collector_ingest import collector_command
+
+    with socket.socket() as held:  # a listener without SO_REUSEPORT: nobody can share the port
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        cfg = tmp_path / "collector.yaml"
+        cfg.write_text(yaml.safe_dump({"web": {"listen_address": f"127.0.0.1:{port}"}, "workers": 2,
+                                       "upstreams": [{"url": f"http://127.0.0.1:{free_port()}/api/v1/write"}],
+                                       "state": {"dir": str(tmp_path / "state")}}))
+        proc = Proc(collector_command() + ["serve", "-c", str(cfg)], tmp_path / "collector.log")
+        try:
+            assert proc.popen.wait(30) == 1
+        finally:
+            proc.stop()
+    assert f"cannot serve on 127.0.0.1:{port}" in proc.log()
+
+
+def test_without_so_reuseport_the_collector_runs_one_process(monkeypatch, caplog):
+    """Elsewhere than Linux: one process, and a log line saying so."""
+    from collector import workers
+    from collector.config import parse_config
+
+    config = parse_config("workers: 3\nupstreams: [{url: 'http://127.0.0.1:1/api/v1/write'}]\n", environ={})
+    ran = []
+    monkeypatch.setattr(workers, "reuse_port_supported", lambda: False)
+    monkeypatch.setattr(workers, "run_one", lambda cfg, worker=None: ran.append(worker) or 0)
+    monkeypatch.setattr(workers, "supervise", lambda cfg, n: pytest.fail("supervisor started"))
+    with caplog.at_level("WARNING", logger="collector"):
+        assert workers.run_collector(config) == 0
+    assert ran == [None]
+    assert "workers: 3 needs SO_REUSEPORT (Linux); running one process" in caplog.text
