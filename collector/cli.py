@@ -102,7 +102,7 @@ def serve_main(argv: List[str]) -> int:
         print(f"config {args.config} is valid")
         return 0
 
-    from collector.server import run_collector, setup_logging
+    from collector.workers import run_collector, setup_logging
 
     setup_logging(args.log_level or config.log_level)
     return run_collector(config)

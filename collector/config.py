@@ -325,8 +325,14 @@ class CollectorConfig:
     calendar_file: str = ""
     runbooks: RunbooksSection = field(default_factory=RunbooksSection)
     zalo: ZaloSection = field(default_factory=ZaloSection)
+    # Processes serving the listen address together (SO_REUSEPORT, Linux; elsewhere 1): one
+    # Python process uses at most one core. Each worker has its own limits and caches;
+    # /metrics sums their figures (collector/workers.py).
+    workers: int = 1
 
     def validate(self) -> Iterator[tuple]:
+        if not 1 <= self.workers <= 64:
+            yield "workers", "must be between 1 and 64"
         if not self.upstreams:
             yield "upstreams", "at least one upstream remote-write URL is required"
         seen: Dict[str, int] = {}

@@ -32,84 +32,28 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
-import math
 import logging
-import platform
-import ssl
-import sys
 import time
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Awaitable, Callable, List, Optional
 
-import aiohttp
 from aiohttp import web
 
 from contract.basic_auth import BasicAuth
 from contract.exposition import CONTENT_TYPE, render
-from contract.remote_write import AGENT_TIME_HEADER, RemoteWriteError, encode
+from contract.remote_write import encode
 from contract.samples import Sample, sample
-from contract.shutdown import stop_on_signals
-from collector import __version__
 from collector.config import CollectorConfig, load_fleet_file
 from collector.credentials import Credentials
-from collector.ingest import LimitError, rewrite, snappy_announced_length
+from collector.figures import SiblingsUnavailable, Stats
 from collector.state import NameTaken, StateError, StateUnreadable, Store, check_address, check_name
 from contract.names import pull_address_problem
 from collector.upstream import Forwarder
+from collector.write_path import WritePath
 
 log = logging.getLogger("collector")
 
 MAX_ENROLL_BODY = 4096
-# On a 200 answer to a write: samples of the request that were left out because they can never be
-# accepted (the agent counts them as dropped, reason rejected).
-DROPPED_HEADER = "X-Commune-Dropped-Samples"
-MAX_ERRORS = 3
-
-
-def _rejection(dropped: Dict[str, int]) -> str:
-    """The rejected-requests reason of a write refused as a whole, from what its samples were."""
-    if dropped.get("invalid"):
-        return "invalid"
-    if dropped.get("upstream_rejected"):
-        return "upstream_rejected"
-    return "out_of_range"
-
-
-def _dur(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
-
-
-class Stats:
-    """The collector's own figures, exported on /metrics through the metric catalog."""
-
-    def __init__(self) -> None:
-        self.requests: Dict[Tuple[str, str], int] = {}
-        self.request_seconds: Dict[str, float] = {}
-        self.received_bytes = 0
-        self.samples_received = 0
-        self.rejected: Dict[str, int] = {}
-        self.enrollments: Dict[str, int] = {}
-        self.bad_pull_addresses: set = set()  # token ids already logged
-        self.last_push: Dict[Tuple[str, str], float] = {}
-        self.clock_skew: Dict[Tuple[str, str], float] = {}  # agent's clock minus ours, last request
-        self.agent_dropped: Dict[Tuple[str, str, str], int] = {}  # (commune, agent, reason): time bounds
-        self.dropped: Dict[str, int] = {r: 0 for r in ("too_old", "in_future", "invalid", "upstream_rejected")}
-
-    def request(self, handler: str, code: int, seconds: float) -> None:
-        key = (handler, str(code))
-        self.requests[key] = self.requests.get(key, 0) + 1
-        self.request_seconds[handler] = self.request_seconds.get(handler, 0.0) + seconds
-
-    def reject(self, reason: str) -> None:
-        self.rejected[reason] = self.rejected.get(reason, 0) + 1
-
-    def enrollment(self, result: str) -> None:
-        self.enrollments[result] = self.enrollments.get(result, 0) + 1
-
-
-class Collector:
+class Collector(WritePath):
     """The application: config, token store, forwarder and figures; ``app()`` builds the routes."""
 
     def __init__(self, config: CollectorConfig, clock: Callable[[], float] = time.time):
@@ -121,6 +65,8 @@ class Collector:
         self.forwarder = Forwarder(config.upstreams)
         self.stats = Stats()
         self.inflight = 0
+        # with several workers (collector.workers): the other workers' figures, for /metrics
+        self.siblings: Optional[Callable[[], Awaitable[List[dict]]]] = None
         self._fleet = None
         self._fleet_mtime: Optional[tuple] = None
         from collector.calendar import DEFAULT_FILE as CALENDAR_FILE, load_calendar
@@ -193,169 +139,6 @@ class Collector:
             raise
         finally:
             self.stats.request(name, status, time.monotonic() - start)
-
-    # ------------------------------------------------------------ write
-
-    def _text(self, status: int, message: str, reason: Optional[str] = None, **headers: str) -> web.Response:
-        if reason:
-            self.stats.reject(reason)
-        return web.Response(status=status, text=message + "\n", headers=headers or None)
-
-    async def write(self, request: web.Request) -> web.Response:
-        try:
-            identity = self._bearer(request)
-        except StateError as exc:  # our own fault: never answered as the agent's (401)
-            log.error("token store: %s", exc)
-            return self._text(503, "the collector cannot read its token store; keep the batch and retry",
-                              "state_unreadable", **{"Retry-After": "30"})
-        if identity is None:
-            return self._text(401, "missing, unknown or revoked agent token", "unauthorized",
-                              **{"WWW-Authenticate": 'Bearer realm="commune-collector"'})
-        self._note_clock(request, identity)
-        limits = self.config.limits
-        if self.inflight >= limits.max_concurrent_requests:
-            return self._text(429, "too many write requests in progress; retry later", "limits",
-                              **{"Retry-After": "5"})
-        encoding = request.headers.get("Content-Encoding", "snappy").strip().lower()
-        if encoding != "snappy":
-            return self._text(415, f"Content-Encoding must be snappy, got {encoding!r}", "malformed")
-        if request.content_length is not None and request.content_length > limits.max_body_size:
-            return self._text(413, f"body of {request.content_length} bytes is over limits.max_body_size "
-                                   f"({limits.max_body_size})", "body_too_large", Connection="close")
-        self.inflight += 1
-        try:
-            return await self._write(request, identity)
-        finally:
-            self.inflight -= 1
-
-    async def _read_body(self, request: web.Request):
-        """The whole body (bytes), or the answer to give: 413 over the limit, 408 when it did not
-        arrive whole within ``limits.body_timeout`` (a weak link; the agent sends it again)."""
-        limits = self.config.limits
-        chunks: List[bytes] = []
-        size = 0
-        try:
-            async with asyncio.timeout(float(limits.body_timeout)):
-                while True:
-                    chunk = await request.content.read(65536)
-                    if not chunk:
-                        break
-                    size += len(chunk)
-                    if size > limits.max_body_size:
-                        return self._text(413, f"body is over limits.max_body_size ({limits.max_body_size})",
-                                          "body_too_large", Connection="close")
-                    chunks.append(chunk)
-        except TimeoutError:
-            return self._text(408, f"the body did not arrive whole within limits.body_timeout "
-                                   f"({_dur(limits.body_timeout)}); send it again", "body_timeout",
-                              Connection="close")
-        except (aiohttp.ClientPayloadError, ConnectionError) as exc:  # cut mid-body
-            return self._text(408, f"the body was cut short ({exc}); send it again", "body_timeout",
-                              Connection="close")
-        if request.content_length is not None and size != request.content_length:
-            return self._text(408, f"the body was cut short ({size} of {request.content_length} bytes); "
-                                   "send it again", "body_timeout", Connection="close")
-        return b"".join(chunks)
-
-    async def _write(self, request: web.Request, identity) -> web.Response:
-        limits = self.config.limits
-        body = await self._read_body(request)
-        if isinstance(body, web.Response):
-            return body
-        self.stats.received_bytes += len(body)
-        announced = snappy_announced_length(body)
-        if announced is not None and announced > limits.max_decoded_size:
-            return self._text(413, f"decoded body would be {announced} bytes, over limits.max_decoded_size "
-                                   f"({limits.max_decoded_size})", "body_too_large")
-        who = f"{identity.commune}/{identity.agent}"
-        try:
-            result = rewrite(body, limits, identity.commune, identity.agent, int(self.clock() * 1000))
-        except RemoteWriteError as exc:
-            return self._text(400, f"malformed remote-write request: {exc}", "malformed")
-        except LimitError as exc:
-            return self._text(exc.status, str(exc), "limits")
-        except Exception as exc:  # our bug, not the agent's data: keep it (the agent retries)
-            log.error("decoding a write request of %s failed unexpectedly: %r", who, exc, exc_info=True)
-            return self._text(503, "the collector failed on this request; keep the batch and retry",
-                              "internal_error", **{"Retry-After": "60"})
-        st = self.stats
-        st.samples_received += result.samples
-        dropped: Dict[str, int] = {}
-        reasons: List[str] = []
-        if result.errors:
-            dropped["invalid"] = result.invalid
-            reasons += result.errors
-            log.warning("dropped %d samples of %s in series that can never be accepted: %s", result.invalid,
-                        who, "; ".join(result.errors))
-        if result.too_old or result.in_future:
-            dropped["too_old"], dropped["in_future"] = result.too_old, result.in_future
-            for reason, n in (("too_old", result.too_old), ("in_future", result.in_future)):
-                if n:
-                    key = (identity.commune, identity.agent, reason)
-                    st.agent_dropped[key] = st.agent_dropped.get(key, 0) + n
-            reasons.append(f"older than limits.max_sample_age {_dur(limits.max_sample_age)}: {result.too_old}, "
-                           f"ahead of the collector's clock by more than limits.max_clock_skew "
-                           f"{_dur(limits.max_clock_skew)}: {result.in_future} (is the agent's clock right?)")
-            log.warning("dropped %d samples of %s older than limits.max_sample_age and %d more than "
-                        "limits.max_clock_skew ahead", result.too_old, who, result.in_future)
-        if result.parts:
-            deliveries = await self.forwarder.deliver(result.parts, result.part_samples)
-            failed = [d.unavailable for d in deliveries if d.unavailable is not None]
-            if failed:
-                for o in failed:
-                    log.warning("upstream %s did not take %d samples of %s: %s %s", o.upstream,
-                                result.forwarded, who, o.code, o.detail)
-                what = "; ".join(f"{o.upstream}: {o.code} {o.detail}" for o in failed)
-                return self._text(503, f"upstream unavailable, keep the batch and retry: {what}",
-                                  "upstream_unavailable", **{"Retry-After": "10"})
-            refused = max((d.dropped for d in deliveries), default=0)
-            for d in deliveries:
-                if d.dropped:
-                    st.dropped["upstream_rejected"] = st.dropped.get("upstream_rejected", 0) + d.dropped
-                    what = "; ".join(f"{o.code} {o.detail}" for o in d.refused[:MAX_ERRORS])
-                    log.warning("upstream %s refused %d samples of %s: %s", d.upstream, d.dropped, who, what)
-                    reasons.append(f"upstream {d.upstream} refused {d.dropped} samples: {what}")
-            if refused:
-                dropped["upstream_rejected"] = refused
-        for reason, n in dropped.items():
-            if n and reason != "upstream_rejected":
-                st.dropped[reason] = st.dropped.get(reason, 0) + n
-        lost = sum(dropped.values())
-        if (lost or result.errors) and lost >= result.samples:
-            return self._text(400, f"none of the {result.samples} samples can be accepted, retrying cannot "
-                                   f"help: " + "; ".join(reasons), _rejection(dropped))
-        self._pushed(identity)
-        if not lost:
-            return web.Response(status=204)
-        # accepted, minus what can never be: say what was left out, so the agent counts it too
-        return web.Response(status=200, text=f"accepted {result.samples - lost} of {result.samples} samples; "
-                                             f"dropped {lost}: " + "; ".join(reasons) + "\n",
-                            headers={DROPPED_HEADER: str(lost)})
-
-    def _note_clock(self, request: web.Request, identity) -> None:
-        """The agent's clock against ours, from the time it says it sent the request (the headers
-        arrive first: the link's one-way delay, under a second, is the error)."""
-        text = request.headers.get(AGENT_TIME_HEADER)
-        if text is None:
-            return
-        try:
-            sent = float(text)
-        except ValueError:
-            return
-        if math.isfinite(sent) and 0 < sent < 1e11:
-            self.stats.clock_skew[(identity.commune, identity.agent)] = sent - self.clock()
-
-    def _pushed(self, identity) -> None:
-        self.stats.last_push[(identity.commune, identity.agent)] = self.clock()
-
-    def _bearer(self, request: web.Request):
-        """The identity of the request's token, None without a valid one; StateError when the
-        token store cannot be read (the collector's fault, not the agent's)."""
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
-            return None
-        return self.credentials.authenticate(token.strip())
 
     # ------------------------------------------------------------ enrollment
 
@@ -457,7 +240,15 @@ class Collector:
     async def metrics(self, request: web.Request) -> web.Response:
         if not await self._basic_ok(request):
             return self._unauthorized()
-        body = render(self.samples)
+        if self.siblings is None:
+            body = render(self.samples)
+        else:  # one of several workers: the figures of all of them (collector.figures)
+            try:
+                snapshots = await self.siblings()
+            except SiblingsUnavailable as exc:
+                log.error("/metrics: %s", exc)
+                return web.Response(status=503, text=f"{exc}; scrape again\n")
+            body = render(lambda: self.merged_samples(snapshots))
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
 
     async def healthy(self, _request: web.Request) -> web.Response:
@@ -545,31 +336,20 @@ class Collector:
         return self._calendar
 
     def samples(self) -> List[Sample]:
-        st = self.stats
-        out = [sample("commune_collector_build_info", 1, version=__version__,
-                      python_version=platform.python_version())]
-        for (handler, code), n in sorted(st.requests.items()):
-            out.append(sample("commune_collector_requests_total", n, handler=handler, code=code))
-        for handler, secs in sorted(st.request_seconds.items()):
-            out.append(sample("commune_collector_request_duration_seconds_total", secs, handler=handler))
-        out.append(sample("commune_collector_received_bytes_total", st.received_bytes))
-        out.append(sample("commune_collector_samples_received_total", st.samples_received))
-        for reason, n in sorted(st.dropped.items()):
-            out.append(sample("commune_collector_samples_dropped_total", n, reason=reason))
-        for reason in ("unauthorized", "body_too_large", "body_timeout", "malformed", "limits", "out_of_range",
-                       "invalid", "upstream_rejected", "upstream_unavailable", "state_unreadable", "internal_error"):
-            out.append(sample("commune_collector_rejected_requests_total", st.rejected.get(reason, 0),
-                              reason=reason))
-        for c in self.forwarder.clients:
-            out.append(sample("commune_collector_samples_forwarded_total", c.samples_forwarded, upstream=c.name))
-            for code, n in sorted(c.requests.items()):
-                out.append(sample("commune_collector_upstream_requests_total", n, upstream=c.name, code=code))
-            out.append(sample("commune_collector_upstream_errors_total", c.errors, upstream=c.name))
-            out.append(sample("commune_collector_upstream_duration_seconds_total", c.seconds, upstream=c.name))
-            out.append(sample("commune_collector_upstream_sent_bytes_total", c.sent_bytes, upstream=c.name))
-            out.append(sample("commune_collector_upstream_up", 1 if c.up else 0, upstream=c.name))
-        for result in ("ok", "invalid_key", "bad_request", "conflict", "state_unreadable"):
-            out.append(sample("commune_collector_enrollments_total", st.enrollments.get(result, 0), result=result))
+        """/metrics of this process alone (one worker)."""
+        return self.merged_samples(None)
+
+    def merged_samples(self, siblings) -> List[Sample]:
+        """/metrics of the service: this process' figures, merged with the ``siblings``' snapshots
+        (collector.figures) when there are several workers."""
+        from collector.figures import build_info, merge, process_samples, snapshot
+
+        if siblings is None:
+            own = process_samples(self.stats, self.forwarder, self.zalo)
+        else:
+            own = merge([snapshot(self.stats, self.forwarder, self.zalo), *siblings])
+        pushed = {s.labels["commune"] for s in own if s.name == "commune_agent_last_push_timestamp_seconds"}
+        out = [build_info(), *own]
         try:
             tokens = self.store.active_tokens()
         except StateError as exc:
@@ -578,70 +358,12 @@ class Collector:
         out.append(sample("commune_collector_agent_tokens", len(tokens)))
         for commune, agent in sorted({(t["commune"], t["agent"]) for t in tokens}):
             out.append(sample("commune_collector_agent_info", 1, commune=commune, agent=agent))
-        for (commune, agent), ts in sorted(st.last_push.items()):
-            out.append(sample("commune_agent_last_push_timestamp_seconds", ts, commune=commune, agent=agent))
-        for (commune, agent), skew in sorted(st.clock_skew.items()):
-            out.append(sample("commune_agent_clock_skew_seconds", round(skew, 3), commune=commune, agent=agent))
-        for (commune, agent, reason), n in sorted(st.agent_dropped.items()):
-            out.append(sample("commune_collector_agent_samples_dropped_total", n, commune=commune, agent=agent,
-                              reason=reason))
         fleet = self.fleet()
         from collector.fleet import Defaults, default_samples, fleet_samples
 
         out.extend(fleet_samples(fleet) if fleet is not None else default_samples(Defaults()))
-        communes = {t["commune"] for t in tokens} | {c for c, _ in st.last_push}
+        communes = {t["commune"] for t in tokens} | pushed
         if fleet is not None:
             communes |= {c.code for c in fleet.communes}
         out.extend(self.calendar().samples(communes, self.clock()))
-        if self.zalo is not None:
-            out.extend(self.zalo.samples())
         return out
-
-
-# ---------------------------------------------------------------- running it
-
-def server_ssl(config: CollectorConfig) -> Optional[ssl.SSLContext]:
-    if not config.web.tls_cert_file:
-        return None
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(config.web.tls_cert_file, config.web.tls_key_file)
-    return ctx
-
-
-async def serve(config: CollectorConfig, stop: asyncio.Event) -> None:
-    from contract.listener import split_listen_address
-
-    collector = Collector(config)
-    runner = web.AppRunner(collector.app(), access_log=log if log.isEnabledFor(logging.DEBUG) else None,
-                           auto_decompress=False, handle_signals=False)
-    await runner.setup()
-    host, port = split_listen_address(config.web.listen_address)
-    site = web.TCPSite(runner, host or None, port, ssl_context=server_ssl(config), backlog=512)
-    await site.start()
-    log.info("listening on %s (%s); upstreams: %s", config.web.listen_address,
-             "https" if config.web.tls_cert_file else "http", ", ".join(c.name for c in collector.forwarder.clients))
-    try:
-        await stop.wait()
-    finally:
-        await runner.cleanup()
-        log.info("stopped")
-
-
-def run_collector(config: CollectorConfig) -> int:
-    async def main() -> None:
-        stop = asyncio.Event()
-        stop_on_signals(stop)
-        await serve(config, stop)
-
-    try:
-        asyncio.run(main())
-    except OSError as exc:  # e.g. the address is in use
-        log.error("cannot serve on %s: %s", config.web.listen_address, exc)
-        return 1
-    return 0
-
-
-def setup_logging(level: str) -> None:
-    logging.basicConfig(stream=sys.stderr, level=getattr(logging, level.upper()),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -360,7 +360,7 @@ def test_the_stamped_series_cache_is_bounded_and_stays_correct(monkeypatch):
         got = decode(rewrite(body, LIMITS, "c1", agent, now).body)
         assert [labels for labels, _ in got] == [
             {"__name__": f"m{r % 4}_{i}", "x": "y", "agent": agent, "commune": "c1"} for i in range(30)]
-        held = sum(ingest._ENTRY_OVERHEAD + len(v) + sum(len(r) + 40 for r in k)
+        held = sum(ingest.entry_bytes(k, v)
                    for key, cache in ingest._series_checked.items() if key != "limits" for k, v in cache.items())
         held += sum(ingest._ENTRY_OVERHEAD + len(key[0]) + len(key[1]) for key in ingest._series_checked
                     if key != "limits")
@@ -387,3 +387,34 @@ def test_any_valid_body_split_anywhere_with_pauses_is_accepted(fuzz_server):
         assert status in (200, 204), (status, text)
 
     one()
+
+
+def test_a_request_like_the_agents_last_is_checked_the_same_through_its_template():
+    """The second of two requests with the same series takes the remembered labels of the first
+    (one comparison): what it forwards, drops and refuses is what the model says, sample checks
+    included, and another agent's identical request is stamped with its own identity."""
+    import collector.ingest as ingest
+
+    now = int(time.time() * 1000)
+    labels = [{"__name__": f"tpl_{i}", "x": str(i)} for i in range(6)]
+    first = encode([(lab, [(1.0, now - 2000), (2.0, now - 1000)]) for lab in labels])
+    again = encode([(lab, [(3.0, now - 500)]) for lab in labels])
+    check_against_model(first)
+    assert ingest._series_checked[("09667", "pc-01")][None][0]  # remembered
+    assert check_against_model(again)  # through the template
+    # same labels, samples out of order in one series and too old in another: checked all the same
+    req = WriteRequest()
+    for i, lab in enumerate(labels):
+        ts = req.timeseries.add()
+        for name in sorted(lab):
+            ts.labels.add(name=name, value=lab[name])
+        stamps = [now - 1000, now - 2000] if i == 1 else [now - 10 * 86400 * 1000] if i == 2 else [now]
+        for t in stamps:
+            ts.samples.add(value=1.0, timestamp=t)
+    body = compress(req.SerializeToString())
+    got = rewrite(body, LIMITS, "09667", "pc-01", now)
+    assert (got.invalid, got.too_old, len(got.parts)) == (2, 1, 4)
+    assert "samples are not in time order" in got.errors[0]
+    check_against_model(body)
+    other = decode(rewrite(again, LIMITS, "09667", "pc-02", now).body)
+    assert {lab["agent"] for lab, _ in other} == {"pc-02"}
