@@ -132,7 +132,7 @@ def test_workers_on_an_address_in_use_exit_1(tmp_path):
     import yaml
 
     from tests.support import Proc, free_port
-    from tests.test_collector_ingest import collector_command
+    from tests.support import collector_command
 
     with socket.socket() as held:  # a listener without SO_REUSEPORT: nobody can share the port
         held.bind(("127.0.0.1", 0))
