@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 from agent import inputs
 from agent.exposition import render
@@ -17,9 +17,21 @@ log = logging.getLogger("agent")
 
 class Agent:
     def __init__(self, config, listen_address: Optional[str] = None):
+        from agent import profile_fetch
+
+        # the central profile first (agent.profile_fetch): it decides the managed sections
+        self.profiles = profile_fetch.component(config)
+        if self.profiles is not None:
+            config = self.profiles.start()
+            self.profiles.apply = self.apply
         self.config = config
-        built = [SelfInput(config.agent.interval)] + inputs.build_all(config)
+        self.by_section = {name: inputs.build_section(name, config) for name, _ in inputs.sections()}
+        built = [SelfInput(config.agent.interval)] + [i for b in self.by_section.values() for i in b]
+        if self.profiles is not None:
+            built.insert(1, profile_fetch.ProfileInput(self.profiles, config.agent.interval))
         self.components = [c for c in (make(config) for make in _component_factories()) if c is not None]
+        if self.profiles is not None:
+            self.components.append(self.profiles)
         sinks = [c.sink for c in self.components if getattr(c, "sink", None)]
         self.runner = Runner(built, sinks=sinks)
         self.server = MetricsServer(config.web, lambda: render(self.runner.snapshot), listen_address)
@@ -44,6 +56,30 @@ class Agent:
                     close()
             self.server.stop()
             log.info("stopped")
+
+
+    async def apply(self, new) -> List[Tuple[str, str]]:
+        """Rebuild the inputs of every managed section that ``new`` changes, while running; the
+        sections that cannot be rebuilt keep their inputs and settings: [(section, why)]."""
+        from agent.profile_fetch import changed_sections
+
+        loop = asyncio.get_running_loop()
+        failed = []
+        for name, section in changed_sections(self.config, new).items():
+            try:
+                built = await loop.run_in_executor(None, inputs.build_section, name, new)
+                self.runner.replace(self.by_section[name], built)
+            except Exception as exc:  # e.g. icmp without socket privileges; the old inputs keep running
+                failed.append((name, str(exc).replace("\n", "; ") or type(exc).__name__))
+                continue
+            for old in self.by_section[name]:
+                close = getattr(old, "close", None)
+                if close is not None:
+                    close()
+            self.by_section[name] = built
+            setattr(self.config, name, section)
+            log.info("profile: section %s applied (%s)", name, ", ".join(i.name for i in built) or "no inputs")
+        return failed
 
 
 def _component_factories() -> List[Callable]:

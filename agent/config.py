@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Dict, Iterator, Literal, Mapping, Optional
 
 from agent import inputs
+from agent import profile
 from agent.names import default_agent_name, name_problem
 from agent.schema import ConfigError, ConfigErrors, Duration, Secret, Size, load_model, load_yaml
 
@@ -118,7 +119,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-_FIXED = (("agent", AgentSection), ("web", WebSection))
+_FIXED = (("agent", AgentSection), ("web", WebSection), ("profile", profile.Config))
 
 
 @functools.lru_cache(maxsize=1)
@@ -133,11 +134,22 @@ def config_class() -> type:
 def load_config(path: Optional[str] = None, environ: Optional[Mapping[str, str]] = None):
     """Load and validate the config file (or the defaults when ``path`` is None).
 
-    Raises :class:`ConfigErrors` listing every problem with its path and line.
+    Raises :class:`ConfigErrors` listing every problem with its path and line. The file's data is
+    kept on the result (:func:`local_source`) so that a central profile can be applied over it.
     """
     cls = config_class()
     if path is None:
-        return load_model(cls, {}, environ=environ)
+        config = load_model(cls, {}, environ=environ)
+        config.__dict__["_local_source"] = ({}, {}, None)
+        return config
+    data, lines = read_config_data(path)
+    config = load_model(cls, data, file=path, lines=lines, environ=environ)
+    config.__dict__["_local_source"] = (data or {}, lines, path)
+    return config
+
+
+def read_config_data(path: str):
+    """The file's YAML as (data, {path: line}); ConfigErrors when unreadable or not a mapping."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
@@ -145,4 +157,20 @@ def load_config(path: Optional[str] = None, environ: Optional[Mapping[str, str]]
     data, lines = load_yaml(text, path)
     if data is not None and not isinstance(data, dict):
         raise ConfigErrors([ConfigError("", "expected a mapping of sections at the top level", 1, path)])
-    return load_model(cls, data, file=path, lines=lines, environ=environ)
+    return data, lines
+
+
+def local_source(config):
+    """(data, lines, path) of the file ``config`` was loaded from; ({}, {}, None) for defaults."""
+    return config.__dict__.get("_local_source") or ({}, {}, None)
+
+
+def load_with_profile(config, profile_data, environ: Optional[Mapping[str, str]] = None):
+    """``config``'s own file with a checked profile applied over it (``agent.profile``), validated
+    as a whole. Raises ConfigErrors naming the file and the profile."""
+    data, _lines, path = local_source(config)
+    merged = profile.effective_data(data, profile_data, config.profile.pin)
+    where = f"{path or '(defaults)'} with the profile"
+    result = load_model(config_class(), merged, file=where, environ=environ)
+    result.__dict__["_local_source"] = local_source(config)
+    return result

@@ -16,6 +16,7 @@ from agent.config import check_basic_auth_users, is_loopback, split_listen_addre
 from agent.names import LABEL_NAME_RE
 from agent.remote_write import MAX_LABEL_NAME_LENGTH, MAX_LABEL_VALUE_LENGTH, MAX_LABELS_PER_SERIES
 from agent.schema import ConfigError, ConfigErrors, Duration, Secret, Size, load_model, load_yaml
+from collector.profiles import ProfilesSection
 from contract import thresholds
 
 DEFAULT_LISTEN = "127.0.0.1:9722"
@@ -325,6 +326,8 @@ class CollectorConfig:
     calendar_file: str = ""
     runbooks: RunbooksSection = field(default_factory=RunbooksSection)
     zalo: ZaloSection = field(default_factory=ZaloSection)
+    # Agent profiles served on /api/v1/profile (collector/profiles.py); dir empty: none.
+    profiles: ProfilesSection = field(default_factory=ProfilesSection)
 
     def validate(self) -> Iterator[tuple]:
         if not self.upstreams:

@@ -32,9 +32,11 @@ def sections() -> List[tuple]:
 
 def build_all(config) -> list:
     """Every input of every enabled section, built from the loaded config."""
-    built = []
-    for mod in _modules(INPUTS):
-        section = getattr(config, mod.NAME)
-        if section.enabled:
-            built.extend(mod.build(section, config))
-    return built
+    return [i for name, _ in sections() for i in build_section(name, config)]
+
+
+def build_section(name: str, config) -> list:
+    """The inputs of one section (none when it is switched off)."""
+    mod = {m.NAME: m for m in _modules(INPUTS)}[name]
+    section = getattr(config, name)
+    return list(mod.build(section, config)) if section.enabled else []
