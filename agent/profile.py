@@ -78,11 +78,15 @@ def _pin_patterns() -> Tuple[re.Pattern, ...]:
     from agent.schema import field_paths
 
     managed = managed_sections()
-    out = []
+    paths = set()
     for path in field_paths(config_class()):
-        if path.split(".")[0].split("[")[0] in managed and "[]" not in path:
-            out.append(re.compile(re.escape(path).replace(r"\{\}", r"\.[^.]+") + r"\Z"))
-    return tuple(out)
+        if path.split(".")[0] in managed and "[]" not in path:
+            paths.add(path)
+            while "{}" in path:  # a key of a map: snmp.auths.office
+                path = path[:path.rindex("{}") + 2]
+                paths.add(path)
+                path = path[:-2]
+    return tuple(re.compile(re.escape(p).replace(r"\{\}", r"\.[^.]+") + r"\Z") for p in sorted(paths))
 
 
 def pin_problem(path: str) -> Optional[str]:

@@ -212,7 +212,7 @@ class ProfileStore:
 
     # ------------------------------------------------------------ answers
 
-    def answer(self, commune: str, role: str, if_none_match: str = "") -> Tuple[int, str, Dict[str, str]]:
+    def answer(self, commune: str, role: str = "", if_none_match: str = "") -> Tuple[int, str, Dict[str, str]]:
         """(status, body, headers) for one agent's request (blocking: it may reload)."""
         with self._lock:
             self.refresh()
