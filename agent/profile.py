@@ -43,7 +43,8 @@ class Config:
     role: str = ""
     # Profile endpoint; default: the push URL with /api/v1/write replaced by /api/v1/profile.
     url: str = ""
-    # How often the profile is fetched again (If-None-Match: an unchanged one costs a 304).
+    # How often the profile is fetched again (If-None-Match: an unchanged one costs a 304); with
+    # a jitter of 10%, and sooner after a failure (30s, doubling up to this).
     interval: Duration = Duration(600)
     # Per request; the fetch at start waits at most 5s of it, then the agent starts on the last
     # good profile saved in agent.state_dir (or on this file alone) and keeps trying.
@@ -54,8 +55,8 @@ class Config:
     def validate(self) -> Iterator[tuple]:
         if self.role and not ROLE_RE.fullmatch(self.role):
             yield "role", f"expected lower-case letters, digits, - and _ like site-poller, got {self.role!r}"
-        if self.interval < 10:
-            yield "interval", f"must be at least 10s, got {self.interval:g}s"
+        if self.interval < 1:
+            yield "interval", f"must be at least 1s, got {self.interval:g}s"
         if self.timeout <= 0:
             yield "timeout", "must be greater than 0s"
         if self.url and not re.match(r"https?://[^/]+", self.url):

@@ -152,7 +152,7 @@ class ProfileStore:
             except (OSError, UnicodeDecodeError) as exc:
                 self.problems[rel] = [f"{rel}: cannot read: {getattr(exc, 'strerror', None) or exc}"]
                 continue
-            if self._checked.get(rel, ("",))[0] != text:
+            if self._checked.get(rel, (None,))[0] != text:
                 try:
                     data, lines = parse_profile(text, rel)
                     errors = [str(e) for e in check_profile(data, rel, lines)]
@@ -225,9 +225,9 @@ class ProfileStore:
         if role and role not in roles:
             return 404, f"no profile for role {role!r} on this collector (roles: {', '.join(roles) or 'none'})\n", {}
         key = (commune if any(c == commune for c, _ in self.present) else "", role)
-        if key in self._unavailable and key not in self._served:
+        if key not in self._served:
             return 503, (f"the profile of commune {commune} role {role or '-'} is refused on the collector "
-                         f"({self._unavailable[key]}); keep the last good one\n"), {"Retry-After": "60"}
+                         f"({self._unavailable.get(key, 'not checked')}); keep the last good one\n"), {"Retry-After": "60"}
         text, version = self._served[key]
         headers = {"ETag": f'"{version}"', "Cache-Control": "private, no-cache"}
         tags = _etags(if_none_match)

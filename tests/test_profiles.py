@@ -231,11 +231,13 @@ def test_a_fragment_never_good_is_not_served_but_the_others_are(tmp_path):
     write(root, "default.yaml", "host: {interval: 30s}\n")
     write(root, "communes/09667.yaml", "push: {enabled: false}\n")
     write(root, "roles/README.txt", "not a fragment, ignored\n")
+    write(root, "roles/desk.yaml", "")
     write(root, "role/desk.yaml", "host: {}\n")
     store = ProfileStore(str(root))
     status, body, headers = store.answer("09667")
     assert status == 503 and "fragment communes/09667.yaml is refused" in body and headers["Retry-After"]
     assert served(store, "00001") == {"host": {"interval": "30s"}}
+    assert served(store, "00001", "desk") == {"host": {"interval": "30s"}}
     assert store.problems["role/desk.yaml"] == [
         "role/desk.yaml: not a profile fragment (expected default.yaml, roles/ROLE.yaml, communes/CODE.yaml "
         "or communes/CODE/ROLE.yaml)"]
