@@ -60,17 +60,18 @@ class Agent:
 
     async def apply(self, new) -> List[Tuple[str, str]]:
         """Rebuild the inputs of every managed section that ``new`` changes, while running; the
-        sections that cannot be rebuilt keep their inputs and settings: [(section, why)]."""
+        sections that cannot be rebuilt keep their inputs and settings. [(section, why not)] for
+        every changed section, why not "" when it was applied."""
         from agent.profile_fetch import changed_sections
 
         loop = asyncio.get_running_loop()
-        failed = []
+        done = []
         for name, section in changed_sections(self.config, new).items():
             try:
                 built = await loop.run_in_executor(None, inputs.build_section, name, new)
                 self.runner.replace(self.by_section[name], built)
             except Exception as exc:  # e.g. icmp without socket privileges; the old inputs keep running
-                failed.append((name, str(exc).replace("\n", "; ") or type(exc).__name__))
+                done.append((name, str(exc).replace("\n", "; ") or type(exc).__name__))
                 continue
             for old in self.by_section[name]:
                 close = getattr(old, "close", None)
@@ -79,7 +80,8 @@ class Agent:
             self.by_section[name] = built
             setattr(self.config, name, section)
             log.info("profile: section %s applied (%s)", name, ", ".join(i.name for i in built) or "no inputs")
-        return failed
+            done.append((name, ""))
+        return done
 
 
 def _component_factories() -> List[Callable]:

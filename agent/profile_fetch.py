@@ -85,6 +85,7 @@ class Profiles:
         self.saved_invalid = 0
         self.failures: Counter = Counter({r: 0 for r in FAIL_REASONS})
         self.apply_failures: Counter = Counter()
+        # agent.app.Agent.apply: [(changed section, why it was not applied or "")]
         self.apply: Optional[Callable[[object], Awaitable[List[Tuple[str, str]]]]] = None
         self._complaint: Optional[str] = None
 
@@ -268,9 +269,11 @@ class Profiles:
         config = await loop.run_in_executor(None, self._adopt_new, detail)
         if config is None:
             return False
-        failed = await self.apply(config) if self.apply is not None else []
+        done = await self.apply(config) if self.apply is not None else []
+        failed = [(section, why) for section, why in done if why]
+        for section, why in done:
+            self.apply_failures[section] += 1 if why else 0  # every section a profile changed is listed
         for section, why in failed:
-            self.apply_failures[section] += 1
             log.error("profile %s: section %s not applied while running (%s); it keeps its previous "
                       "settings until the agent restarts", self.version, section, why)
         if self.version != old:

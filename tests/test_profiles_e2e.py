@@ -121,6 +121,7 @@ def test_a_profile_change_reaches_the_running_agent_and_a_bad_fragment_is_refuse
         assert agent.proc.log().count("listening on") == 1
         assert f"profile {version_of(second)} applied (was {version_of(first)})" in agent.proc.log()
         assert "section probes applied (tcp)" in agent.proc.log()
+        assert agent.value("commune_agent_profile_apply_failures_total,section=probes") == 0
 
         # a bad fragment: refused by the collector, the last good stays served and applied
         (root / "default.yaml").write_text(probes(port_a) + "push:\n  url: http://127.0.0.1:9/api/v1/write\n"
