@@ -101,6 +101,9 @@ def test_a_profile_change_reaches_the_running_agent_and_a_bad_fragment_is_refuse
     status, first, headers = fetch(url, token)
     assert status == 200 and headers["ETag"] == f'"{version_of(first)}"'
     assert fetch(url, token, etag=headers["ETag"])[0] == 304
+    assert fetch(url, "not-a-token")[0] == 401
+    assert fetch(url, token, role="desk")[:2] == (
+        404, "no profile for role 'desk' on this collector (roles: site-poller)\n")
     agent = Agent(tmp_path, agent_yaml(tmp_path, url, token, tmp_path / "state"))
     try:
         wait_until(lambda: agent.value(f"probe_success,hop=service,module=port,target=svc-{port_a}") == 1, 30,
