@@ -8,7 +8,9 @@ on its own file alone, and says why in the log and in its metrics. Then :meth:`P
 asks again every ``profile.interval`` (sooner after a failure, backing off up to the interval);
 a changed profile is checked again with the agent's own schema, merged over the local file, saved
 (atomic, mode 0600: it may hold SNMP communities) and handed to ``apply`` (``agent.app``), which
-rebuilds the inputs of the sections that changed without a restart.
+rebuilds the inputs of the sections that changed without a restart. After every fetch the copy
+on disk is compared with the profile running and written again if it differs (edited or removed
+by hand), so the next start finds the last good profile.
 
 An invalid or unreachable profile never stops the agent: it keeps what it runs. Failures are
 counted in ``commune_agent_profile_fetch_failures_total{reason}``: ``network`` (no answer, TLS,
@@ -83,6 +85,7 @@ class Profiles:
         self.source = "local"  # collector | saved | local
         self.last_success: Optional[float] = None
         self.saved_invalid = 0
+        self.text: Optional[str] = None  # the profile running
         self.failures: Counter = Counter({r: 0 for r in FAIL_REASONS})
         self.apply_failures: Counter = Counter()
         # agent.app.Agent.apply: [(changed section, why it was not applied or "")]
@@ -198,17 +201,35 @@ class Profiles:
             self._complain(f"invalid:{version}", logging.ERROR, "profile %s from the collector is refused, "
                            "keeping profile %s: %s", version, self.version, "; ".join(map(str, exc.errors)))
             return None
-        try:
-            from agent.enroll import write_private
-
-            write_private(self.path, text.encode("utf-8"))
-            self.saved_invalid = 0
-        except (OSError, RuntimeError) as exc:  # applied all the same; at the next start it is fetched again
-            log.error("profile %s could not be saved to %s: %s", version, self.path, exc)
+        self._save(text)
         self._adopted(text, "collector")
         return config
 
+    def _save(self, text: str) -> None:
+        from agent.enroll import write_private
+
+        try:
+            write_private(self.path, text.encode("utf-8"))
+            self.saved_invalid = 0
+        except (OSError, RuntimeError) as exc:  # applied all the same; at the next start it is fetched again
+            log.error("profile %s could not be saved to %s: %s", profile.version_of(text), self.path, exc)
+
+    def keep_saved(self) -> None:
+        """The copy on disk must be the profile running (blocking; after each fetch)."""
+        if self.text is None:
+            return
+        try:
+            with open(self.path, encoding="utf-8") as f:
+                same = f.read() == self.text
+        except (OSError, UnicodeDecodeError):
+            same = False
+        if not same:
+            log.warning("profile: the saved copy %s is not profile %s (changed or removed by hand?); "
+                        "written again", self.path, self.version)
+            self._save(self.text)
+
     def _adopted(self, text: str, source: str) -> None:
+        self.text = text
         self.version = profile.version_of(text)
         self.source = source
         if source == "collector":
@@ -246,6 +267,7 @@ class Profiles:
                 await asyncio.gather(request, return_exceptions=True)
                 break
             ok = await self._handle(*request.result())
+            await loop.run_in_executor(None, self.keep_saved)  # whatever the answer, the copy is the one running
             if ok:
                 backoff.reset()
                 delay = interval * (0.9 + 0.2 * random.random())

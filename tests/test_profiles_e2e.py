@@ -186,7 +186,13 @@ def test_a_profile_the_agent_refuses_keeps_the_last_good_also_after_a_restart(tm
         before = agent.value("commune_agent_input_last_run_timestamp_seconds,input=tcp")
         wait_until(lambda: agent.value("commune_agent_input_last_run_timestamp_seconds,input=tcp") > before, 10,
                    what="the good profile's probe going on")
-        assert (tmp_path / "state" / "profile-site-poller.yaml").read_text() == good
+        saved = tmp_path / "state" / "profile-site-poller.yaml"
+        assert saved.read_text() == good
+        saved.write_text("probes: [\n")  # broken by hand while the agent runs: it keeps the last good
+        wait_until(lambda: saved.read_text() == good, 20, what="the saved copy written again")
+        assert "is not profile " + version_of(good) + " (changed or removed by hand?); written again" \
+            in agent.proc.log()
+        assert info(agent)["version"] == version_of(good) and agent.proc.alive()
     finally:
         assert agent.proc.stop() == 0
 
