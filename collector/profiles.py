@@ -97,7 +97,7 @@ class ProfileStore:
     """The fragments of one directory, their last good versions and the profiles they make."""
 
     def __init__(self, directory: str):
-        self.dir = directory
+        self.dir = directory  # "": no fragments, the empty profile for every agent and role
         self._signature: Optional[tuple] = None
         self._checked: Dict[str, Tuple[str, List[str]]] = {}  # file -> (text last checked, its problems)
         self._good: Dict[str, dict] = {}  # last good data of every fragment
@@ -112,6 +112,8 @@ class ProfileStore:
 
     def _scan(self) -> Dict[str, tuple]:
         found: Dict[str, tuple] = {}
+        if not self.dir:  # no profiles configured: every agent gets the empty profile
+            return found
         for root, dirs, files in os.walk(self.dir):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
             for name in files:
@@ -175,7 +177,8 @@ class ProfileStore:
             for p in problems:
                 if p not in old_problems.get(rel, ()):
                     log.error("profile fragment refused (%s): %s", kept, p)
-        log.info("profiles in %s: %d fragments, %d with problems", self.dir, len(self.present), len(self.problems))
+        if self.dir:
+            log.info("profiles in %s: %d fragments, %d with problems", self.dir, len(self.present), len(self.problems))
 
     def _profile_keys(self) -> Iterator[Tuple[str, str]]:
         communes = {c for c, _ in self.present if c} | {""}
@@ -222,9 +225,9 @@ class ProfileStore:
         if role and not ROLE_RE.fullmatch(role):
             return 400, f"invalid role {role!r}: lower-case letters, digits, - and _\n", {}
         roles = sorted({r for _, r in self.present if r})
-        if role and role not in roles:
+        if role and role not in roles and self.dir:
             return 404, f"no profile for role {role!r} on this collector (roles: {', '.join(roles) or 'none'})\n", {}
-        key = (commune if any(c == commune for c, _ in self.present) else "", role)
+        key = (commune if any(c == commune for c, _ in self.present) else "", role if role in roles else "")
         if key not in self._served:
             return 503, (f"the profile of commune {commune} role {role or '-'} is refused on the collector "
                          f"({self._unavailable.get(key, 'not checked')}); keep the last good one\n"), {"Retry-After": "60"}

@@ -141,7 +141,7 @@ class Collector:
         self.zalo = ZaloRelay(config.zalo) if config.zalo.enabled else None
         from collector.profiles import ProfileStore
 
-        self.profiles = ProfileStore(config.profiles.dir) if config.profiles.dir else None
+        self.profiles = ProfileStore(config.profiles.dir)  # no dir: the empty profile for everyone
         self._profiles_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="profiles")
         self._profiles_task: Optional[asyncio.Task] = None
 
@@ -172,7 +172,7 @@ class Collector:
             await self.zalo.start()
         if self.config.upstream_check_interval > 0:
             self._probe_task = asyncio.ensure_future(self._probe_loop())
-        if self.profiles is not None:
+        if self.config.profiles.dir:
             await asyncio.get_running_loop().run_in_executor(self._profiles_pool, self.profiles.refresh)
             self._profiles_task = asyncio.ensure_future(self.profiles.watch(float(self.config.profiles.check_interval)))
 
@@ -380,8 +380,6 @@ class Collector:
         if identity is None:
             return web.Response(status=401, text="missing, unknown or revoked agent token\n",
                                 headers={"WWW-Authenticate": 'Bearer realm="commune-collector"'})
-        if self.profiles is None:
-            return web.Response(status=404, text="no agent profiles on this collector (profiles.dir is not set)\n")
         status, body, headers = await asyncio.get_running_loop().run_in_executor(
             self._profiles_pool, self.profiles.answer, identity.commune, request.query.get("role", ""),
             request.headers.get("If-None-Match", ""))
@@ -622,8 +620,7 @@ class Collector:
         out.extend(self.calendar().samples(communes, self.clock()))
         if self.zalo is not None:
             out.extend(self.zalo.samples())
-        if self.profiles is not None:
-            out.extend(self.profiles.samples())
+        out.extend(self.profiles.samples())
         return out
 
 

@@ -261,6 +261,15 @@ def test_a_merge_that_fails_keeps_the_last_good_merged_profile(tmp_path):
 def test_an_empty_directory_serves_an_empty_profile(tmp_path):
     status, body, _ = ProfileStore(str(tmp_path)).answer("09667")
     assert status == 200 and profile.parse_profile(body, "x")[0] == {}
+    assert ProfileStore(str(tmp_path)).answer("09667", "desk")[0] == 404  # a role no fragment names
+
+
+def test_without_a_directory_every_agent_and_role_gets_the_empty_profile():
+    store = ProfileStore("")
+    for role in ("", "desk"):
+        status, body, headers = store.answer("09667", role)
+        assert status == 200 and profile.parse_profile(body, "x")[0] == {}
+    assert store.samples() == []
 
 
 # ---------------------------------------------------------------- the runner replacing inputs
