@@ -183,8 +183,12 @@ class Profiles:
                         "could be fetched or read from " + self.path if not self.saved_invalid
                         else "fetched, and the saved one is refused")
             return self.local
-        log.info("profile %s (role %s, from the %s) applied", self.version, self.section.role or "-", self.source)
+        log.info("profile %s (role %s, %s) applied", self.version, self.section.role or "-",
+                 "from the collector" if self.source == "collector" else "the copy saved in " + self.path)
         return config
+
+    def _running(self) -> str:
+        return f"profile {self.version}" if self.version != "none" else "the agent's own file"
 
     def _local_name(self) -> str:
         from agent.config import local_source
@@ -199,7 +203,7 @@ class Profiles:
         except ConfigErrors as exc:
             self.failures["invalid"] += 1
             self._complain(f"invalid:{version}", logging.ERROR, "profile %s from the collector is refused, "
-                           "keeping profile %s: %s", version, self.version, "; ".join(map(str, exc.errors)))
+                           "keeping %s: %s", version, self._running(), "; ".join(map(str, exc.errors)))
             return None
         self._save(text)
         self._adopted(text, "collector")
@@ -240,7 +244,7 @@ class Profiles:
         reason = outcome.split(":", 1)[1]
         self.failures[reason] += 1
         self._complain(outcome + detail, logging.WARNING, "profile: fetch failed (%s: %s); keeping %s", reason,
-                       detail, f"profile {self.version}" if self.version != "none" else "the agent's own file")
+                       detail, self._running())
 
     # ------------------------------------------------------------ while running
 
