@@ -230,3 +230,45 @@ def test_a_saved_profile_broken_by_hand_with_no_collector_leaves_the_local_file(
         assert agent.proc.alive()
     finally:
         assert agent.proc.stop() == 0
+
+
+def test_profiles_go_through_a_slow_flapping_link(tmp_path, central):
+    """The office's link: slow, cut every few seconds, down for a while, answers lost. The agent
+    keeps what it runs through all of it and gets the change once the link lets it through."""
+    from tests.linkemu import LinkEmulator
+
+    collector, url, token, root = central
+    a, b = listener(), listener()
+    port_a, port_b = a.getsockname()[1], b.getsockname()[1]
+    (root / "default.yaml").write_text(probes(port_a))
+    (root / "roles" / "site-poller.yaml").write_text("")
+    port = int(url.rsplit(":", 1)[1])
+    link = LinkEmulator(("127.0.0.1", port), bandwidth_bps=64_000, latency=0.15, piece_size=300,
+                        cut_every=(2.0, 4.0), seed=7).start()
+    agent = None
+    try:
+        agent = Agent(tmp_path, agent_yaml(tmp_path, f"http://127.0.0.1:{link.port}", token, tmp_path / "state"))
+        wait_until(lambda: agent.value(f"probe_success,hop=service,module=port,target=svc-{port_a}") == 1, 60,
+                   what="the profile through the weak link")
+        first = info(agent)["version"]
+        link.down()
+        wait_until(lambda: agent.value("commune_agent_profile_fetch_failures_total,reason=network") >= 2, 30,
+                   what="fetches failing while the link is down")
+        (root / "default.yaml").write_text(probes(port_a, port_b))
+        link.blackhole("downstream")  # back, but the answers are lost: the fetch times out
+        link.up()
+        failures = agent.value("commune_agent_profile_fetch_failures_total,reason=network")
+        wait_until(lambda: agent.value("commune_agent_profile_fetch_failures_total,reason=network") > failures, 30,
+                   what="a fetch whose answer was lost")
+        assert info(agent)["version"] == first and agent.proc.alive()
+        link.blackhole(None)
+        wait_until(lambda: agent.value(f"probe_success,hop=service,module=port,target=svc-{port_b}") == 1, 90,
+                   what="the changed profile once the link lets it through")
+        wait_until(lambda: info(agent)["version"] != first, 10, what="the new version reported")
+        assert info(agent)["source"] == "collector" and agent.proc.log().count("listening on") == 1
+    finally:
+        if agent is not None:
+            agent.proc.stop()
+        link.stop()
+        a.close()
+        b.close()
