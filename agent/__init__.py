@@ -1,2 +1,4 @@
 """commune-monitor agent: host health, probes and SNMP polling for commune offices."""
-__version__ = "0.1.0"
+from contract import __version__
+
+__all__ = ["__version__"]

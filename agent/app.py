@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
-from agent import inputs
-from agent.exposition import render
+from agent import inputs, push
+from contract.exposition import render
 from agent.runner import Runner
 from agent.selfmetrics import SelfInput
-from agent.shutdown import Stopper, stop_on_signals
+from contract.shutdown import Stopper, stop_on_signals
 from agent.web import MetricsServer
 
 log = logging.getLogger("agent")
@@ -25,13 +25,12 @@ class Agent:
             config = self.profiles.start()
             self.profiles.apply = self.apply
         self.config = config
-        self.by_section = {name: inputs.build_section(name, config) for name, _ in inputs.sections()}
+        # parts that are not inputs: each takes every batch (sink), runs beside the runner (run),
+        # closes (close) and brings its own inputs (inputs)
+        self.components = [c for c in (push.component(config), self.profiles) if c is not None]
+        self.by_section = {mod.NAME: inputs.build_section(mod.NAME, config) for mod in inputs.INPUTS}
         built = [SelfInput(config.agent.interval)] + [i for b in self.by_section.values() for i in b]
-        if self.profiles is not None:
-            built.insert(1, profile_fetch.ProfileInput(self.profiles, config.agent.interval))
-        self.components = [c for c in (make(config) for make in _component_factories()) if c is not None]
-        if self.profiles is not None:
-            self.components.append(self.profiles)
+        built += [i for c in self.components for i in getattr(c, "inputs", ())]
         sinks = [c.sink for c in self.components if getattr(c, "sink", None)]
         self.runner = Runner(built, sinks=sinks)
         self.server = MetricsServer(config.web, lambda: render(self.runner.snapshot), listen_address)
@@ -82,17 +81,6 @@ class Agent:
             log.info("profile: section %s applied (%s)", name, ", ".join(i.name for i in built) or "no inputs")
             done.append((name, ""))
         return done
-
-
-def _component_factories() -> List[Callable]:
-    """Parts that are not inputs but take every batch or run beside the runner (the push queue).
-
-    Each factory takes the config and returns None (switched off) or an object with any of
-    ``sink(batch)``, ``async run(stop)`` and ``close()``.
-    """
-    from agent import push
-
-    return [push.component]
 
 
 def run_agent(config, listen_address: Optional[str] = None, stopper: Optional[Stopper] = None) -> int:

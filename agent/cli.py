@@ -7,19 +7,36 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import os
 import sys
 from typing import List, Optional
 
 from agent import __version__
 
-# name -> "module:function"; each function takes argv (the words after the name) and returns an exit code.
-SUBCOMMANDS = {
-    "discover": "agent.inputs.snmp.discover:main",
-    "enroll": "agent.enroll:main",
-    "service": "agent.winservice:main",
-}
+
+
+def _discover(argv: List[str]) -> int:
+    from agent.tools import discover_main
+    return discover_main(argv)
+
+
+def _icmp(argv: List[str]) -> int:
+    from agent.tools import icmp_main
+    return icmp_main(argv)
+
+
+def _enroll(argv: List[str]) -> int:
+    from agent.enroll import main as enroll_main
+    return enroll_main(argv)
+
+
+def _service(argv: List[str]) -> int:
+    from agent.winservice import main as service_main
+    return service_main(argv)
+
+
+# name -> function(argv: the words after the name) -> exit code; each imports its module when run
+SUBCOMMANDS = {"discover": _discover, "icmp": _icmp, "enroll": _enroll, "service": _service}
 
 ENV_CONFIG = "COMMUNE_AGENT_CONFIG"
 
@@ -46,12 +63,12 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Optional[List[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] in SUBCOMMANDS:
-        module, func = SUBCOMMANDS[argv[0]].split(":")
-        return getattr(importlib.import_module(module), func)(argv[1:])
+        return SUBCOMMANDS[argv[0]](argv[1:])
     args = parser().parse_args(argv)
 
-    from agent.config import load_config, split_listen_address
-    from agent.schema import ConfigErrors
+    from agent.config import load_config
+    from contract.listener import split_listen_address
+    from contract.schema import ConfigErrors
 
     try:
         config = load_config(args.config)

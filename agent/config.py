@@ -6,9 +6,6 @@ all the defaults apply: the agent monitors this host and pings the default gatew
 """
 from __future__ import annotations
 
-import dataclasses
-import functools
-import ipaddress
 import os
 import socket
 import sys
@@ -16,10 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, Literal, Mapping, Optional
 
-from agent import inputs
-from agent import profile
-from agent.names import default_agent_name, name_problem
-from agent.schema import ConfigError, ConfigErrors, Duration, Secret, Size, load_model, load_yaml
+from agent import profile, push
+from agent.inputs import host, icmp, inventory, probes, process, smart, snmp, winprint
+from contract.listener import check_basic_auth_users, is_loopback, split_listen_address
+from contract.names import default_agent_name, name_problem
+from contract.schema import ConfigError, ConfigErrors, Duration, Secret, Size, load_model, load_yaml
 
 DEFAULT_LISTEN = "127.0.0.1:9721"
 
@@ -96,39 +94,23 @@ class WebSection:
                                      "basic_auth_users and/or tls_cert_file, or listen on 127.0.0.1")
 
 
-def check_basic_auth_users(users: Dict[str, Secret]) -> Iterator[tuple]:
-    """Each password must be a bcrypt hash, as the exporter-toolkit web config requires."""
-    for user, hashed in users.items():
-        if not hashed.reveal().startswith(("$2a$", "$2b$", "$2y$")):
-            yield f"basic_auth_users.{user}", "expected a bcrypt hash (htpasswd -nBC 10 USER)"
+@dataclass
+class Config:
+    """The agent's config file: one field per section, in file order (``agent``, ``web``,
+    ``profile``, the inputs of :mod:`agent.inputs`, ``push``)."""
 
-
-def split_listen_address(addr: str) -> "tuple[str, int]":
-    host, sep, port = addr.rpartition(":")
-    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"expected host:port like 127.0.0.1:9721, got {addr!r}")
-    return host.strip("[]"), int(port)
-
-
-def is_loopback(host: str) -> bool:
-    if host in ("localhost",):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-_FIXED = (("agent", AgentSection), ("web", WebSection), ("profile", profile.Config))
-
-
-@functools.lru_cache(maxsize=1)
-def config_class() -> type:
-    """The top-level model: the fixed sections, then one per module listed in agent.inputs."""
-    fields = [(name, cls, field(default_factory=cls)) for name, cls in _FIXED]
-    for name, cls in inputs.sections():
-        fields.append((name, cls, field(default_factory=cls)))
-    return dataclasses.make_dataclass("Config", fields)
+    agent: AgentSection = field(default_factory=AgentSection)
+    web: WebSection = field(default_factory=WebSection)
+    profile: profile.Config = field(default_factory=profile.Config)
+    host: host.Config = field(default_factory=host.Config)
+    inventory: inventory.Config = field(default_factory=inventory.Config)
+    snmp: snmp.Config = field(default_factory=snmp.Config)
+    smart: smart.Config = field(default_factory=smart.Config)
+    winprint: winprint.Config = field(default_factory=winprint.Config)
+    icmp: icmp.Config = field(default_factory=icmp.Config)
+    probes: probes.Config = field(default_factory=probes.Config)
+    process: process.Config = field(default_factory=process.Config)
+    push: push.Config = field(default_factory=push.Config)
 
 
 def load_config(path: Optional[str] = None, environ: Optional[Mapping[str, str]] = None):
@@ -137,13 +119,12 @@ def load_config(path: Optional[str] = None, environ: Optional[Mapping[str, str]]
     Raises :class:`ConfigErrors` listing every problem with its path and line. The file's data is
     kept on the result (:func:`local_source`) so that a central profile can be applied over it.
     """
-    cls = config_class()
     if path is None:
-        config = load_model(cls, {}, environ=environ)
+        config = load_model(Config, {}, environ=environ)
         config.__dict__["_local_source"] = ({}, {}, None)
         return config
     data, lines = read_config_data(path)
-    config = load_model(cls, data, file=path, lines=lines, environ=environ)
+    config = load_model(Config, data, file=path, lines=lines, environ=environ)
     config.__dict__["_local_source"] = (data or {}, lines, path)
     return config
 
@@ -171,6 +152,6 @@ def load_with_profile(config, profile_data, environ: Optional[Mapping[str, str]]
     data, _lines, path = local_source(config)
     merged = profile.effective_data(data, profile_data, config.profile.pin)
     where = f"{path or '(defaults)'} with the profile"
-    result = load_model(config_class(), merged, file=where, environ=environ)
+    result = load_model(Config, merged, file=where, environ=environ)
     result.__dict__["_local_source"] = local_source(config)
     return result

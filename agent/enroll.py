@@ -19,7 +19,7 @@ import sys
 import http.client
 from typing import List, Optional
 
-from agent.names import name_problem
+from contract.names import name_problem
 
 ENV_KEY = "COMMUNE_ENROLL_KEY"
 
@@ -41,14 +41,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--replace", action="store_true",
                    help="this PC takes over the name of one enrolled before (reinstalled or replaced): the "
                         "collector revokes the old token; without it a name in use is refused")
+    p.add_argument("--suffix", action="store_true",
+                   help="when the name is in use, take the first free NAME-2, NAME-3... instead of refusing "
+                        "(the collector stamps that name on everything this PC writes)")
     return p
 
 
-def enroll(client, key: str, agent_id: str, replace: bool = False) -> dict:
+def enroll(client, key: str, agent_id: str, replace: bool = False, suffix: bool = False) -> dict:
     """POST the key; returns the collector's answer or raises RuntimeError with its reason."""
     request = {"key": key, "agent": agent_id}
     if replace:
         request["replace"] = True
+    if suffix:
+        request["suffix"] = True
     body = json.dumps(request).encode()
     resp = client.request("POST", _enroll_path(client), body, {"Content-Type": "application/json",
                                                                "Accept": "application/json"})
@@ -60,7 +65,8 @@ def enroll(client, key: str, agent_id: str, replace: bool = False) -> dict:
             reason = text
         hint = ""
         if resp.status == 409:
-            hint = " (the key was not used; enroll again with --replace if this PC replaces that agent)"
+            hint = (" (the key was not used; enroll again with --replace if this PC replaces that agent, "
+                    "or --suffix to take the next free name)")
         raise RuntimeError(f"the collector refused the enrollment: HTTP {resp.status} {reason.strip()[:300]}{hint}")
     try:
         answer = json.loads(text)
@@ -127,7 +133,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     from agent.config import load_config
     from agent.push import token_path
-    from agent.schema import ConfigErrors
+    from contract.schema import ConfigErrors
     from agent.shipper import HttpClient
 
     try:
@@ -150,7 +156,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"commune-agent enroll: --collector: {exc}", file=sys.stderr)
         return 2
     try:
-        answer = enroll(client, args.key, agent_id, replace=args.replace)
+        answer = enroll(client, args.key, agent_id, replace=args.replace, suffix=args.suffix)
     except (OSError, ssl.SSLError, http.client.HTTPException) as exc:
         print(f"commune-agent enroll: cannot reach {args.collector}: {exc}", file=sys.stderr)
         return 1

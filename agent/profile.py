@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-from agent.schema import ConfigError, ConfigErrors, Duration, load_model, load_yaml
+from contract.schema import ConfigError, ConfigErrors, Duration, load_model, load_yaml
 
 UNMANAGED = ("agent", "web", "push", "profile")
 ROLE_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -70,17 +70,17 @@ class Config:
 def managed_sections() -> Tuple[str, ...]:
     from agent import inputs
 
-    return tuple(name for name, _ in inputs.sections() if name not in UNMANAGED)
+    return tuple(mod.NAME for mod in inputs.INPUTS if mod.NAME not in UNMANAGED)
 
 
 @functools.lru_cache(maxsize=1)
 def _pin_patterns() -> Tuple[re.Pattern, ...]:
-    from agent.config import config_class
-    from agent.schema import field_paths
+    from agent.config import Config as AgentConfig
+    from contract.schema import field_paths
 
     managed = managed_sections()
     paths = set()
-    for path in field_paths(config_class()):
+    for path in field_paths(AgentConfig):
         if path.split(".")[0] in managed and "[]" not in path:
             paths.add(path)
             while "{}" in path:  # a key of a map: snmp.auths.office
@@ -152,7 +152,7 @@ def parse_profile(text: str, filename: str) -> Tuple[Dict[str, Any], Dict[str, i
 
 def check_profile(data: Dict[str, Any], filename: str, lines: Optional[Dict[str, int]] = None) -> List[ConfigError]:
     """Every problem of a profile: sections it may not set, then the agent's own schema."""
-    from agent.config import config_class
+    from agent.config import Config as AgentConfig
 
     managed = managed_sections()
     errors = []
@@ -171,7 +171,7 @@ def check_profile(data: Dict[str, Any], filename: str, lines: Optional[Dict[str,
     if errors:
         return errors
     try:
-        load_model(config_class(), literal(data), file=filename, lines=lines, environ={})
+        load_model(AgentConfig, literal(data), file=filename, lines=lines, environ={})
     except ConfigErrors as exc:
         return exc.errors
     return []

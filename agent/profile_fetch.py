@@ -32,8 +32,8 @@ from collections import Counter
 from typing import Awaitable, Callable, Dict, List, Optional, Tuple
 
 from agent import profile
-from agent.samples import Sample, sample
-from agent.schema import ConfigErrors
+from contract.samples import Sample, sample
+from contract.schema import ConfigErrors
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,7 @@ class Profiles:
         self.failures: Counter = Counter({r: 0 for r in FAIL_REASONS})
         self.apply_failures: Counter = Counter()
         # agent.app.Agent.apply: [(changed section, why it was not applied or "")]
+        self.inputs = [ProfileInput(self, config.agent.interval)]  # scheduled by agent.app
         self.apply: Optional[Callable[[object], Awaitable[List[Tuple[str, str]]]]] = None
         self._complaint: Optional[str] = None
 

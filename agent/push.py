@@ -2,11 +2,11 @@
 that ties the runner's batches to the durable queue (:mod:`agent.queue`) and the shipper
 (:mod:`agent.shipper`).
 
-Listed in :data:`agent.inputs.INPUTS` because, when push is enabled, it brings one input: ``queue``,
-whose ``collect()`` reports the queue and the shipper (``commune_agent_queue_*``,
-``commune_agent_push_*``); those samples are served on ``/metrics`` and pushed like any other. The
-same :class:`Push` object is returned by :func:`component` (wired in ``agent.app``): its ``sink``
-takes every batch, its ``run`` writes them to the queue and ships them, ``close`` flushes.
+:func:`component` (wired in ``agent.app``) makes the one :class:`Push` of a config: its ``sink``
+takes every batch, its ``run`` writes them to the queue and ships them, ``close`` flushes, and its
+``inputs`` bring one input, ``queue``, whose ``collect()`` reports the queue and the shipper
+(``commune_agent_queue_*``, ``commune_agent_push_*``); those samples are served on ``/metrics``
+and pushed like any other.
 
 Light at import time (the agent's config model imports every section): the queue, the shipper and
 the protobuf/snappy codec are imported only when push is enabled.
@@ -22,10 +22,10 @@ import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Literal, Optional
+from typing import Iterator, List, Literal, Optional
 
-from agent.samples import Sample, sample
-from agent.schema import Duration, Secret, Size
+from contract.samples import Sample, sample
+from contract.schema import Duration, Secret, Size
 from contract import thresholds
 
 NAME = "push"
@@ -144,6 +144,8 @@ class Push:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._new: Optional[asyncio.Event] = None
         self._closed = False
+        # the inputs this component brings to the runner: the queue's own metrics
+        self.inputs = [QueueInput(self, section.interval)]
 
     # ------------------------------------------------------------ runner side
 
@@ -222,7 +224,6 @@ class Push:
         finally:
             self.client.close()
             self.queue.close()
-            _forget(self)
 
     # ------------------------------------------------------------ the queue's own metrics
 
@@ -269,7 +270,7 @@ class QueueInput:
 def encode_batch(batch, max_samples: int, count_drop) -> list:
     """A runner batch as queue entries of at most ``max_samples`` samples each. A sample a
     receiver would refuse (bad name or label) is left out and counted as ``rejected``."""
-    from agent import remote_write
+    from contract import remote_write
     from agent.queue import Entry
 
     series = [({**s.labels, "__name__": s.name}, [(s.value, batch.timestamp_ms)]) for s in batch.samples]
@@ -295,31 +296,8 @@ def encode_batch(batch, max_samples: int, count_drop) -> list:
 
 # ---------------------------------------------------------------- wiring
 
-_INSTANCES: Dict[int, tuple] = {}
-
-
-def _shared(config) -> Push:
-    """The one Push of this loaded config: the input and the component must share it."""
-    entry = _INSTANCES.get(id(config))
-    if entry is None or entry[0] is not config:
-        entry = (config, Push(config.push, config.agent.state_dir))
-        _INSTANCES[id(config)] = entry
-    return entry[1]
-
-
-def _forget(push: Push) -> None:
-    for key, (_, p) in list(_INSTANCES.items()):
-        if p is push:
-            del _INSTANCES[key]
-
-
-def build(section: Config, config) -> list:
-    """Inputs of the section (only called when push is enabled): the queue's own metrics."""
-    return [QueueInput(_shared(config), section.interval)]
-
-
 def component(config) -> Optional[Push]:
-    """The factory listed in ``agent.app._component_factories``: None when push is off."""
+    """The push queue of this config (``agent.app`` runs it and its ``inputs``); None when off."""
     if not config.push.enabled:
         return None
-    return _shared(config)
+    return Push(config.push, config.agent.state_dir)

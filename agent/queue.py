@@ -45,16 +45,13 @@ import zlib
 from collections import Counter
 from typing import Callable, Iterable, List, NamedTuple, Optional
 
+from agent import queue_db
 from contract import thresholds
 
 log = logging.getLogger(__name__)
 
 DROP_REASONS = ("too_old", "queue_full", "disk_full", "rejected", "corrupt")
 FSYNC_POLICIES = {"always": "FULL", "interval": "NORMAL", "never": "OFF"}
-SCHEMA_VERSION = "1"
-
-_SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_NOTADB = 11, 13, 26
-
 
 class Entry(NamedTuple):
     """A batch to append: collection time, number of samples, compressed remote-write payload."""
@@ -77,25 +74,6 @@ class Stats(NamedTuple):
     samples: int
     batches: int
     oldest_timestamp_ms: Optional[int]
-
-
-class _Corrupt(Exception):
-    pass
-
-
-def _is_full(exc: BaseException) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None and code & 0xFF == _SQLITE_FULL:
-        return True
-    return "database or disk is full" in str(exc) or isinstance(exc, OSError) and exc.errno == 28
-
-
-def _is_corrupt(exc: BaseException) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
-    if code is not None:
-        return code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
-    text = str(exc)
-    return "malformed" in text or "not a database" in text
 
 
 class Queue:
@@ -125,12 +103,12 @@ class Queue:
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         try:
             self._connect()
-        except (sqlite3.DatabaseError, _Corrupt) as exc:
-            if isinstance(exc, _Corrupt) or _is_corrupt(exc):
-                self._samples = self._count_what_is_readable()
+        except (sqlite3.DatabaseError, queue_db.Corrupt) as exc:
+            if isinstance(exc, queue_db.Corrupt) or queue_db.is_corrupt(exc):
+                self._samples = queue_db.count_readable(self.path)
                 self._set_aside(str(exc))
                 self._connect()
-            elif _is_full(exc):
+            elif queue_db.is_full(exc):
                 log.error("push queue %s: cannot open, the disk is full; new batches are dropped "
                           "until there is room", self.path)
                 self._close_conn()
@@ -138,62 +116,15 @@ class Queue:
                 raise
 
     def _connect(self) -> None:
-        conn = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
-        try:
-            conn.execute("PRAGMA busy_timeout=10000")
-            conn.execute("PRAGMA cache_size=-512")  # KiB; appends and scans from the ends need little
-            conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # only takes effect on a new file
-            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if mode.lower() != "wal":
-                log.warning("push queue %s: WAL mode unavailable (got %s)", self.path, mode)
-            conn.execute(f"PRAGMA synchronous={FSYNC_POLICIES[self.fsync]}")
-            check = conn.execute("PRAGMA quick_check").fetchall()
-            if [r[0] for r in check] != ["ok"]:
-                raise _Corrupt("; ".join(r[0] for r in check[:3]))
-            conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            conn.execute("CREATE TABLE IF NOT EXISTS batches (id INTEGER PRIMARY KEY, ts_ms INTEGER NOT NULL, "
-                         "samples INTEGER NOT NULL, crc INTEGER NOT NULL, payload BLOB NOT NULL)")
-            conn.execute("CREATE INDEX IF NOT EXISTS batches_ts ON batches (ts_ms)")
-            conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (SCHEMA_VERSION,))
-            version = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0]
-            if version != SCHEMA_VERSION:
-                raise _Corrupt(f"unknown queue schema version {version!r}")
-            n, samples, size, oldest = conn.execute(
-                "SELECT COUNT(*), COALESCE(SUM(samples), 0), COALESCE(SUM(LENGTH(payload)), 0), "
-                "MIN(ts_ms) FROM batches").fetchone()
-        except BaseException:
-            conn.close()
-            raise
-        self._conn = conn
+        self._conn, (n, samples, size, oldest) = queue_db.connect(self.path, FSYNC_POLICIES[self.fsync])
         self._batches, self._samples, self._bytes, self._oldest = n, samples, size, oldest
         if n:
             log.info("push queue %s: %d batches (%d samples) waiting from before the restart",
                      self.path, n, samples)
 
-    def _count_what_is_readable(self) -> int:
-        """The samples a damaged file still says it holds (0 if it cannot say): counted as lost."""
-        try:
-            conn = sqlite3.connect(f"file:{self.path}?immutable=1", uri=True, timeout=1)  # no -shm/-wal made
-        except sqlite3.Error:
-            return 0
-        try:
-            return int(conn.execute("SELECT COALESCE(SUM(samples), 0) FROM batches").fetchone()[0])
-        except (sqlite3.Error, TypeError, ValueError):
-            return 0
-        finally:
-            conn.close()
-
     def _set_aside(self, why: str) -> None:
         self._close_conn()
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(self.clock()))
-        target = f"{self.path}.corrupt-{stamp}"
-        n = 1
-        while os.path.exists(target):
-            n += 1
-            target = f"{self.path}.corrupt-{stamp}-{n}"
-        for suffix in ("", "-wal", "-shm"):
-            if os.path.exists(self.path + suffix):
-                os.replace(self.path + suffix, target + suffix)
+        target = queue_db.set_aside(self.path, self.clock())
         self.corrupt_files += 1
         if self._samples:
             self.dropped["corrupt"] += self._samples
@@ -234,7 +165,7 @@ class Queue:
                 update()
             return result
         except sqlite3.DatabaseError as exc:
-            if _is_corrupt(exc):
+            if queue_db.is_corrupt(exc):
                 self._set_aside(str(exc))
                 self._open()
             raise
@@ -266,9 +197,9 @@ class Queue:
             try:
                 self._run(self._insert, keep)
             except sqlite3.DatabaseError as exc:
-                if not (_is_full(exc) or _is_corrupt(exc)):
+                if not (queue_db.is_full(exc) or queue_db.is_corrupt(exc)):
                     raise
-                if _is_corrupt(exc):  # the file was set aside; this batch goes to the fresh one
+                if queue_db.is_corrupt(exc):  # the file was set aside; this batch goes to the fresh one
                     return self._try_insert_again(keep)
                 self._on_disk_full(keep)
 
@@ -285,9 +216,9 @@ class Queue:
         try:
             self._run(self._insert, entries)
         except sqlite3.DatabaseError as exc:
-            if not (_is_full(exc) or _is_corrupt(exc)):
+            if not (queue_db.is_full(exc) or queue_db.is_corrupt(exc)):
                 raise
-            self.dropped["disk_full" if _is_full(exc) else "corrupt"] += sum(e.samples for e in entries)
+            self.dropped["disk_full" if queue_db.is_full(exc) else "corrupt"] += sum(e.samples for e in entries)
 
     def _on_disk_full(self, entries: List[Entry]) -> None:
         need = sum(len(e.payload) for e in entries)
@@ -300,7 +231,7 @@ class Queue:
             try:  # free pages inside the file are reused: give up the oldest to keep the newest
                 freed = self._run(self._drop_oldest, 2 * need, "disk_full")
             except sqlite3.DatabaseError as exc:
-                if not (_is_full(exc) or _is_corrupt(exc)):
+                if not (queue_db.is_full(exc) or queue_db.is_corrupt(exc)):
                     raise
         if freed:
             try:
@@ -308,7 +239,7 @@ class Queue:
                 log.warning("push queue: disk full; dropped the oldest batches to keep the newest")
                 return
             except sqlite3.DatabaseError as exc:
-                if not (_is_full(exc) or _is_corrupt(exc)):
+                if not (queue_db.is_full(exc) or queue_db.is_corrupt(exc)):
                     raise
         self.dropped["disk_full"] += sum(e.samples for e in entries)
         log.warning("push queue: disk full; dropped a new batch of %d samples",
@@ -355,7 +286,7 @@ class Queue:
             try:
                 return self._run(self._take, max_samples, newest, max_batches)
             except sqlite3.DatabaseError as exc:
-                if _is_corrupt(exc) or _is_full(exc):
+                if queue_db.is_corrupt(exc) or queue_db.is_full(exc):
                     return None
                 raise
 
@@ -434,7 +365,7 @@ class Queue:
                 self._run(remove)
                 return True
             except sqlite3.DatabaseError as exc:
-                if not (_is_corrupt(exc) or _is_full(exc)):
+                if not (queue_db.is_corrupt(exc) or queue_db.is_full(exc)):
                     raise
                 log.warning("push queue: could not remove batches (%s); they may be sent again", exc)
                 return False
@@ -460,7 +391,7 @@ class Queue:
             try:
                 samples = self._run(prune)
             except sqlite3.DatabaseError as exc:
-                if not (_is_corrupt(exc) or _is_full(exc)):
+                if not (queue_db.is_corrupt(exc) or queue_db.is_full(exc)):
                     raise
                 return 0
             if samples:
@@ -479,10 +410,10 @@ class Queue:
                 if free > 256:
                     self._conn.execute("PRAGMA incremental_vacuum").fetchall()
             except sqlite3.DatabaseError as exc:
-                if _is_corrupt(exc):
+                if queue_db.is_corrupt(exc):
                     self._set_aside(str(exc))
                     self._open()
-                elif not _is_full(exc):
+                elif not queue_db.is_full(exc):
                     raise
 
     def drop_counts(self) -> dict:

@@ -7,7 +7,7 @@ not started again (that cycle counts as a failure) so hung threads never pile up
 
 After every collection the runner records ``commune_agent_input_duration_seconds`` and
 ``commune_agent_input_success``, keeps the input's latest samples for ``/metrics`` and hands the
-timestamped :class:`~agent.samples.Batch` to every sink (the durable push queue).
+timestamped :class:`~contract.samples.Batch` to every sink (the durable push queue).
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Callable, Dict, Iterable, List, Optional, Sequence
 
-from agent.samples import Batch, Sample, sample
+from contract.samples import Batch, Sample, sample
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from typing import List
 import psutil
 
 from agent import __version__
-from agent.samples import Sample, sample
+from contract.samples import Sample, sample
 
 
 class SelfInput:

@@ -54,7 +54,7 @@ from collections import Counter
 from typing import Callable, Dict, NamedTuple, Optional
 
 from agent import __version__
-from agent import remote_write
+from contract import remote_write
 
 log = logging.getLogger(__name__)
 

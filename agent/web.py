@@ -11,9 +11,10 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Dict, Optional
 
-from agent.basic_auth import BasicAuth
-from agent.config import WebSection, split_listen_address
-from agent.schema import Secret
+from contract.basic_auth import BasicAuth
+from agent.config import WebSection
+from contract.listener import split_listen_address
+from contract.schema import Secret
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ the file permissions) is plain Python that runs and is tested on Linux.
 
 - **The body** (:class:`ServiceBody`) runs the agent on the thread pywin32 gives ``SvcDoRun`` and
   is stopped by ``SvcStop``/``SvcShutdown`` from the control handler's thread through a
-  :class:`agent.shutdown.Stopper` (signals cannot reach a thread that is not the main one). A
+  :class:`contract.shutdown.Stopper` (signals cannot reach a thread that is not the main one). A
   config that does not load, or an agent that cannot start (a port in use), is reported to the
   Event Log and the log file and raised: pywin32 then reports the service stopped with an error,
   and the recovery actions below restart it.
@@ -37,7 +37,7 @@ import subprocess
 import sys
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from agent.shutdown import Stopper
+from contract.shutdown import Stopper
 
 SERVICE_NAME = "CommuneAgent"
 DISPLAY_NAME = "commune-monitor agent"
@@ -101,7 +101,7 @@ class ServiceBody:
         from agent.app import run_agent
         from agent.config import load_config
         from agent.logs import setup_logging
-        from agent.schema import ConfigErrors
+        from contract.schema import ConfigErrors
 
         found = os.path.exists(self.config_path)
         try:
@@ -297,7 +297,7 @@ def main(argv: List[str]) -> int:
 
 def _install(args, config: str, win32service, win32serviceutil) -> int:
     from agent.config import load_config
-    from agent.schema import ConfigErrors
+    from contract.schema import ConfigErrors
 
     if os.path.exists(config):
         try:

@@ -39,11 +39,11 @@ sys.path.insert(0, str(REPO))
 import psutil  # noqa: E402
 import yaml  # noqa: E402
 
-from agent import remote_write  # noqa: E402
+from contract import remote_write  # noqa: E402
 from agent.inputs.host import Config as HostConfig, HostInput  # noqa: E402
 from collector.state import Store  # noqa: E402
-from tests.support import (Proc, agent_command, free_port, http_get, need_binary, prom_query,  # noqa: E402
-                           start_prometheus, wait_until)
+from lab.procs import Proc, agent_command, free_port, http_get, need_binary, wait_until  # noqa: E402
+from lab.stores import prom_query, start_prometheus  # noqa: E402
 
 VENV_BIN = Path(sys.executable).parent
 
@@ -306,8 +306,8 @@ def wire_bytes(tmp: Path, duration: float) -> dict:
                 "web": {"listen_address": f"127.0.0.1:{agent_port}"},
                 "push": {"enabled": True, "url": f"http://127.0.0.1:{push_proxy.port}/api/v1/write",
                          "bearer_token": token}}
-        for name, _cls in inputs.sections():  # host and push as configured; others off (no targets here)
-            if name not in ("host", "push"):
+        for name in (m.NAME for m in inputs.INPUTS):  # host and push as configured; others off (no targets here)
+            if name != "host":
                 acfg[name] = {"enabled": False}
         apath = tmp / "agent-wire.yaml"
         apath.write_text(yaml.safe_dump(acfg))

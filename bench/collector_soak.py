@@ -44,11 +44,12 @@ sys.path.insert(0, str(REPO))
 import bcrypt  # noqa: E402
 import yaml  # noqa: E402
 
-from agent import remote_write  # noqa: E402
+from contract import remote_write  # noqa: E402
 from bench.procstat import proc_rss_mb  # noqa: E402
 from collector.state import Store  # noqa: E402
 from collector.ingest import SERIES_CACHE_BYTES  # noqa: E402
-from tests.support import Proc, free_port, http_get, need_binary, prom_query, start_prometheus  # noqa: E402
+from lab.procs import Proc, free_port, http_get, need_binary  # noqa: E402
+from lab.stores import prom_query, start_prometheus  # noqa: E402
 
 AGENTS, CONNECTIONS, USER, PASSWORD = 50, 4, "prometheus", "soak-" + secrets.token_hex(8)
 GOOD_AUTH = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()

@@ -81,7 +81,7 @@ def agent_config(tmp: Path, port: int, interval: float) -> Path:
     cfg = {"agent": {"state_dir": str(tmp / "state"), "interval": "1h", "log_level": "warning"},
            "web": {"listen_address": f"127.0.0.1:{port}"},
            "host": {"interval": f"{interval}s", "timeout": f"{interval}s"}}
-    for name, cls in inputs.sections():
+    for name, cls in ((m.NAME, m.Config) for m in inputs.INPUTS):
         if name != "host" and "enabled" in getattr(cls, "__dataclass_fields__", {}):
             cfg[name] = {"enabled": False}
     path = tmp / "agent.yaml"

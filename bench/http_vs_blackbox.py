@@ -54,7 +54,7 @@ def agent_side(urls: list, rounds: int) -> dict:
     """Runs in the child: the real probes input over ``urls``; CPU per round and RSS."""
     sys.path.insert(0, str(REPO))
     from agent.inputs import probes
-    from agent.schema import load_model
+    from contract.schema import load_model
 
     section = load_model(probes.Config, {
         "timeout": "5s", "interval": "10s",

@@ -27,8 +27,8 @@ from procstat import free_port, proc_cpu_seconds, proc_rss_mb  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agent.inputs import icmp  # noqa: E402
-from agent.schema import load_model  # noqa: E402
+from agent.inputs import icmp, icmp_sockets  # noqa: E402
+from contract.schema import load_model  # noqa: E402
 
 TARGETS = ["127.0.0.1", "127.0.0.2", "127.0.0.3", "::1"]
 
@@ -44,8 +44,8 @@ def ours(rounds: int, count: int) -> float:
     cfg = load_model(icmp.Config, {
         "gateway": False, "count": count, "echo_interval": "10ms", "echo_timeout": "1s", "timeout": "5s",
         "targets": [{"name": f"t{i}", "address": a, "hop": "service"} for i, a in enumerate(TARGETS)]})
-    privileged = icmp.choose_privileged(cfg.privileged)
-    inp = icmp.IcmpInput(cfg, icmp.IcmplibPinger(privileged, cfg.count, cfg.echo_interval, cfg.echo_timeout,
+    privileged = icmp_sockets.choose_privileged(cfg.privileged)
+    inp = icmp.IcmpInput(cfg, icmp_sockets.IcmplibPinger(privileged, cfg.count, cfg.echo_interval, cfg.echo_timeout,
                                                  cfg.payload_size))
     loop = asyncio.new_event_loop()
     try:

@@ -27,10 +27,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from agent import remote_write  # noqa: E402
+from contract import remote_write  # noqa: E402
 from agent.queue import Entry, Queue  # noqa: E402
 from agent.shipper import HttpClient, Shipper, TokenSource  # noqa: E402
-from tests.support import prom_query, start_prometheus  # noqa: E402
+from lab.stores import prom_query, start_prometheus  # noqa: E402
 
 
 def cpu() -> float:

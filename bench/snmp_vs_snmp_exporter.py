@@ -37,9 +37,9 @@ sys.path.insert(0, str(REPO))
 from agent.inputs.snmp import build  # noqa: E402
 from bench.procstat import proc_cpu_seconds as cpu_seconds, proc_rss_mb as rss_mb  # noqa: E402
 from agent.inputs.snmp.config import Config  # noqa: E402
-from agent.schema import load_model  # noqa: E402
-from tests.support import Proc, agent_command, free_port, http_get, wait_until  # noqa: E402
-from tests.test_snmp_live import start_snmpsim  # noqa: E402
+from contract.schema import load_model  # noqa: E402
+from lab.procs import Proc, agent_command, free_port, http_get, wait_until  # noqa: E402
+from lab.snmpsim import start_snmpsim  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "fixtures" / "snmp"
 OWN = REPO / "tests" / "fixtures" / "snmp"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Weak link: our agent against vmagent and Prometheus in agent mode on the same emulated office link.
 
-Three senders run side by side, each with its own emulated link (tests/linkemu.py: ``--bps``
+Three senders run side by side, each with its own emulated link (lab/linkemu.py: ``--bps``
 bandwidth each way, ``--rtt`` round trip, every connection cut every ``--cut`` seconds), all
 writing to the same receiver, a real VictoriaMetrics on loopback (it keeps old samples, so a
 backlog is accepted whole, and ``/api/v1/export`` returns every raw sample):
@@ -46,10 +46,11 @@ sys.path.insert(0, str(REPO))
 
 import yaml  # noqa: E402
 
-from tests.linkemu import LinkEmulator  # noqa: E402
-from tests.support import Proc, free_port, http_get, need_binary, start_victoria_metrics  # noqa: E402
-from tests.test_collector_ingest import add_token, start_collector  # noqa: E402
-from tests.test_push_e2e import QUIET, Agent  # noqa: E402
+from lab.linkemu import LinkEmulator  # noqa: E402
+from lab.procs import Proc, free_port, http_get, need_binary  # noqa: E402
+from lab.stores import start_victoria_metrics  # noqa: E402
+from lab.collector import add_token, start_collector  # noqa: E402
+from lab.agent import QUIET, Agent  # noqa: E402
 
 SENDERS = ("ours", "vmagent", "prom-agent")
 REF = "node_load1"

@@ -1,4 +1,4 @@
 """commune-monitor collector: the central ingest gateway (remote write in, identity stamped, forwarded)."""
-from agent import __version__
+from contract import __version__
 
 __all__ = ["__version__"]

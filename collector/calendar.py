@@ -108,7 +108,7 @@ class Calendar:
 
     def samples(self, communes: Iterable[str], t: float) -> list:
         """commune_calendar_open and commune_calendar_holiday of each commune at instant t."""
-        from agent.samples import sample
+        from contract.samples import sample
 
         out = []
         for commune in sorted(set(communes) | set(self.communes)):

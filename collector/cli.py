@@ -62,7 +62,7 @@ def _config_arg(p: argparse.ArgumentParser) -> None:
 
 def _load(path: str):
     """The loaded config, or None after printing every error to stderr."""
-    from agent.schema import ConfigErrors
+    from contract.schema import ConfigErrors
     from collector.config import load_config
 
     try:
@@ -184,7 +184,7 @@ def token_main(argv: List[str]) -> int:
 
 
 def enroll_key_main(argv: List[str]) -> int:
-    from agent.schema import parse_duration
+    from contract.schema import parse_duration
     from collector.state import StateError, check_name
 
     p = argparse.ArgumentParser(prog="commune-collector enroll-key",

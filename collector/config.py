@@ -1,6 +1,6 @@
 """The collector's configuration: one strict YAML file (``config/collector.example.yaml``).
 
-Built on :mod:`agent.schema`: unknown keys are errors, defaults are filled, durations and sizes
+Built on :mod:`contract.schema`: unknown keys are errors, defaults are filled, durations and sizes
 converted, secrets never print, and every problem is reported with its path and line.
 """
 from __future__ import annotations
@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, List, Literal, Mapping, Optional
 
-from agent.config import check_basic_auth_users, is_loopback, split_listen_address
-from agent.names import LABEL_NAME_RE
-from agent.remote_write import MAX_LABEL_NAME_LENGTH, MAX_LABEL_VALUE_LENGTH, MAX_LABELS_PER_SERIES
-from agent.schema import ConfigError, ConfigErrors, Duration, Secret, Size, load_model, load_yaml
+from contract.listener import check_basic_auth_users, is_loopback, split_listen_address
+from contract.names import LABEL_NAME_RE
+from contract.remote_write import MAX_LABEL_NAME_LENGTH, MAX_LABEL_VALUE_LENGTH, MAX_LABELS_PER_SERIES
+from contract.schema import ConfigError, ConfigErrors, Duration, Secret, Size, load_model, load_yaml
 from collector.profiles import ProfilesSection
 from contract import thresholds
 
@@ -137,7 +137,7 @@ class Limits:
     max_series_per_request: int = 10000
     max_samples_per_request: int = 50000
     # A series over one of these is left out and counted (reason invalid); the rest of the request
-    # goes through. The defaults are the agent's own bounds (agent.remote_write): a request of an
+    # goes through. The defaults are the agent's own bounds (contract.remote_write): a request of an
     # agent is never refused for them.
     # Labels the agent sends per series, __name__ included (commune and agent are not counted).
     max_labels_per_series: int = MAX_LABELS_PER_SERIES

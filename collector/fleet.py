@@ -18,8 +18,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Literal, Optional
 
-from agent.samples import Sample, sample
-from agent.schema import ConfigError, ConfigErrors, load_model, load_yaml
+from contract.samples import Sample, sample
+from contract.schema import ConfigError, ConfigErrors, load_model, load_yaml
 
 KINDS = ("pc", "laptop", "printer", "router", "ups")
 AGENT_KINDS = ("pc", "laptop")      # tied to series by the agent running on the device
@@ -196,7 +196,7 @@ def _timestamp(day: _dt.date) -> float:
 
 
 def fleet_samples(fleet: Fleet) -> List[Sample]:
-    """The inventory as samples for the collector's ``/metrics`` (names in agent/catalog.yaml)."""
+    """The inventory as samples for the collector's ``/metrics`` (names in contract/catalog.yaml)."""
     out: List[Sample] = []
     for commune in fleet.communes:
         out.append(Sample("commune_office_info",  # a label called name: no keyword shorthand

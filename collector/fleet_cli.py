@@ -43,17 +43,14 @@ rewritten in place of the values only (comments and other fields kept) and atomi
 from __future__ import annotations
 
 import argparse
-import csv
-import datetime as dt
-import io
 import json
-import re
 import sys
 import time
-from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from collector.fleet import AGENT_KINDS, KINDS, SNMP_KINDS, Fleet, parse_fleet
+from collector.fleet import Fleet, parse_fleet
+from collector.fleet_candidates import Candidate, FleetCliError, candidates, describe_model, device_from
+from collector.fleet_csv import CsvError, decode_csv, export_csv, read_import
 
 DEFAULT_PROMETHEUS = "http://127.0.0.1:9090"
 STEP = "5m"  # Prometheus' lookback: every sample of a sparse series is seen by the subquery
@@ -72,314 +69,6 @@ SERIES = {
 def last_seen_queries(labels: str, metric: str, window: str) -> Tuple[str, str]:
     return (f"max by ({labels}) (max_over_time(timestamp({metric})[{window}:{STEP}]))",
             f"max by ({labels}) (timestamp({metric}))")
-
-
-# CSV columns: field -> (Vietnamese header, English header)
-COLUMNS = {
-    "commune": ("Mã xã", "Commune"),
-    "id": ("Mã thiết bị", "Device"),
-    "kind": ("Loại", "Kind"),
-    "model": ("Model", "Model"),
-    "serial": ("Số serial", "Serial"),
-    "asset_tag": ("Mã tài sản", "Asset tag"),
-    "location": ("Vị trí", "Location"),
-    "purchase_date": ("Ngày mua", "Purchase date"),
-    "rated_life_years": ("Tuổi thọ (năm)", "Rated life (years)"),
-    "rated_life_pages": ("Tuổi thọ (trang)", "Rated life (pages)"),
-    "address": ("Địa chỉ", "Address"),
-    "agent": ("Agent", "Agent"),
-    "target": ("SNMP target", "SNMP target"),
-}
-IMPORTED = ("purchase_date", "location", "asset_tag", "rated_life_years", "rated_life_pages")
-INFORMATIONAL = ("kind", "model", "serial", "agent", "target", "address")
-
-
-class FleetCliError(Exception):
-    """A fleet command that cannot be done; the message says why."""
-
-
-# ---------------------------------------------------------------- candidates (pure)
-
-@dataclass
-class Candidate:
-    handle: str
-    source: str           # agent | snmp | found
-    commune: str
-    kind: str             # as the machine tells it (may be switch, other or "")
-    vendor: str = ""
-    model: str = ""
-    serial: str = ""
-    address: str = ""
-    seen_by: str = ""     # the agent it runs on, polls it or found it
-    target: str = ""
-    sys_name: str = ""
-    chassis: str = ""
-    last_seen: Optional[float] = None
-    extra: Dict[str, str] = field(default_factory=dict)
-
-
-def _slug(value: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", value.lower()).strip("-")
-
-
-def candidates(results: Dict[str, List[dict]], fleet: Fleet) -> List[Candidate]:
-    """What Prometheus saw (:func:`gather_last_seen`) that the fleet file does not list."""
-    pcs = {(d.commune, d.agent) for d in fleet.devices if d.kind in AGENT_KINDS}
-    tied = {(d.commune, d.agent, d.target) for d in fleet.devices if d.kind in SNMP_KINDS}
-    addresses = {(d.commune, d.address) for d in fleet.devices if d.address}
-    out: Dict[str, Candidate] = {}
-
-    def newer(c: Candidate, ts: float) -> bool:
-        return c.last_seen is None or ts > c.last_seen
-
-    nets: Dict[Tuple[str, str], Tuple[float, str]] = {}
-    for item in results.get("addresses", []):
-        m, ts = item["metric"], float(item["value"][1])
-        key = (m.get("commune", ""), m.get("agent", ""))
-        if key not in nets or ts > nets[key][0] or (ts == nets[key][0] and m.get("address", "") < nets[key][1]):
-            nets[key] = (ts, m.get("address", ""))
-    for item in results.get("agents", []):
-        m, ts = item["metric"], float(item["value"][1])
-        commune, agent = m.get("commune", ""), m.get("agent", "")
-        if (commune, agent) in pcs:
-            continue
-        handle = f"agent:{commune}/{agent}"
-        c = out.get(handle)
-        if c is None or newer(c, ts):  # the machine's newest description
-            out[handle] = Candidate(handle, "agent", commune, m.get("kind", ""), m.get("vendor", ""),
-                                    m.get("model", ""), m.get("serial", ""), nets.get((commune, agent), (0, ""))[1],
-                                    agent, "", "", m.get("chassis", ""), ts)
-    polled = set()
-    for item in results.get("snmp", []):
-        m, ts = item["metric"], float(item["value"][1])
-        commune, agent, target = m.get("commune", ""), m.get("agent", ""), m.get("target", "")
-        polled.add((commune, m.get("address", "")))
-        if (commune, agent, target) in tied or (commune, m.get("address", "")) in addresses:
-            continue
-        handle = f"snmp:{commune}/{agent}/{target}"
-        c = out.get(handle)
-        if c is None or newer(c, ts):
-            out[handle] = Candidate(handle, "snmp", commune, m.get("kind", ""), m.get("vendor", ""), m.get("model", ""),
-                                    "", m.get("address", ""), agent, target, m.get("sys_name", ""), "", ts)
-    for item in results.get("found", []):
-        m, ts = item["metric"], float(item["value"][1])
-        commune, address = m.get("commune", ""), m.get("address", "")
-        if (commune, address) in polled or (commune, address) in addresses:
-            continue
-        handle = f"found:{commune}/{address}"
-        c = out.get(handle)
-        if c is None or newer(c, ts):
-            out[handle] = Candidate(handle, "found", commune, m.get("kind", ""), m.get("vendor", ""), m.get("model", ""),
-                                    "", address, m.get("agent", ""), "", m.get("sys_name", ""), "", ts)
-    return sorted(out.values(), key=lambda c: (c.commune, c.source, c.handle))
-
-
-def describe_model(c: Candidate) -> str:
-    if c.vendor and not c.model.lower().startswith(c.vendor.lower().split()[0]):
-        return f"{c.vendor} {c.model}".strip()
-    return c.model or c.vendor
-
-
-def device_from(c: Candidate, fleet: Fleet, *, id: str = "", kind: str = "", model: str = "", location: str = "",
-                agent: str = "", target: str = "") -> Dict[str, object]:
-    """The fleet entry for an accepted candidate (what the machine told, and what was given)."""
-    if c.commune not in {x.code for x in fleet.communes}:
-        raise FleetCliError(f"{c.handle}: commune {c.commune!r} is not in the fleet file's communes; add it "
-                            "(code, name, province) first")
-    if not kind:
-        if c.source == "agent":
-            kind = c.kind or "pc"
-        elif c.kind in SNMP_KINDS:
-            kind = c.kind
-        else:
-            raise FleetCliError(f"{c.handle}: the device says it is {c.kind or 'nothing'!r}, not one of the fleet's "
-                                f"kinds; give --kind ({', '.join(KINDS)})")
-    if kind not in KINDS:
-        raise FleetCliError(f"--kind: unknown kind {kind!r}, expected one of: {', '.join(KINDS)}")
-    if c.source == "agent" and kind not in AGENT_KINDS:
-        raise FleetCliError(f"{c.handle}: an agent's machine is a pc or laptop, not {kind!r}")
-    if c.source != "agent" and kind not in SNMP_KINDS:
-        raise FleetCliError(f"{c.handle}: an SNMP device is a printer, router or ups, not {kind!r}")
-    model = model or describe_model(c)
-    if not model:
-        raise FleetCliError(f"{c.handle}: the machine does not tell its model; give --model")
-    if c.source == "agent":
-        base = c.seen_by if re.fullmatch(r"[a-z0-9][a-z0-9._-]*", c.seen_by) else _slug(c.seen_by)
-        device: Dict[str, object] = {"id": id or base, "commune": c.commune, "kind": kind, "model": model,
-                                     "agent": agent or c.seen_by}
-    else:
-        name = target or c.target or _slug(c.sys_name) or f"{kind}-{_slug(c.address)}"
-        device = {"id": id or _slug(name) or name, "commune": c.commune, "kind": kind, "model": model,
-                  "agent": agent or c.seen_by, "target": name}
-    for key, value in (("serial", c.serial), ("location", location), ("address", c.address)):
-        if value:
-            device[key] = value
-    return device
-
-
-# ---------------------------------------------------------------- CSV (pure)
-
-def export_csv(fleet: Fleet, lang: str = "vi", delimiter: str = ",") -> str:
-    """The fleet's devices as CSV text (with the BOM, for Excel), one row per device."""
-    buf = io.StringIO()
-    w = csv.writer(buf, delimiter=delimiter, lineterminator="\r\n")
-    w.writerow([COLUMNS[f][0 if lang == "vi" else 1] for f in COLUMNS])
-    for d in sorted(fleet.devices, key=lambda d: (d.commune, d.id)):
-        row = []
-        for f in COLUMNS:
-            value = getattr(d, f)
-            if isinstance(value, float):
-                value = f"{value:g}"
-            row.append("" if value is None else str(value))
-        w.writerow(row)
-    return "\ufeff" + buf.getvalue()
-
-
-@dataclass
-class CsvProblem:
-    line: int
-    column: str
-    message: str
-
-    def render(self, filename: str) -> str:
-        col = f", column {self.column!r}" if self.column else ""
-        return f"{filename}:{self.line}{col}: {self.message}"
-
-
-def _parse_date(text: str) -> Optional[str]:
-    for fmt in ("%Y-%m-%d", "%d/%m/%Y", "%d-%m-%Y"):
-        try:
-            return dt.datetime.strptime(text, fmt).date().isoformat()
-        except ValueError:
-            continue
-    return None
-
-
-def _parse_number(text: str, kind: type) -> Optional[float]:
-    cleaned = text.replace(" ", "").replace("\u00a0", "")
-    if kind is int:
-        cleaned = cleaned.replace(".", "").replace(",", "") if re.fullmatch(r"\d{1,3}([.,]\d{3})+", cleaned) else cleaned
-        return int(cleaned) if cleaned.isdigit() else None
-    try:
-        return float(cleaned.replace(",", "."))
-    except ValueError:
-        return None
-
-
-def decode_csv(data: bytes) -> str:
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise FleetCliError(f"line {line}: not UTF-8 text; in Excel save as 'CSV UTF-8 (Comma delimited)'") from None
-
-
-def read_import(text: str, fleet: Fleet) -> Tuple[Dict[Tuple[str, str], Dict[str, object]], List[CsvProblem], List[str]]:
-    """The spreadsheet's rows checked against the fleet: (changes by (commune, id), errors, notes).
-
-    Nothing is returned as a change unless the whole file is free of errors (the caller checks).
-    """
-    problems: List[CsvProblem] = []
-    notes: List[str] = []
-    first = text.split("\n", 1)[0]
-    delimiter = max((",", ";", "\t"), key=first.count)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    try:
-        header = next(reader)
-    except StopIteration:
-        return {}, [CsvProblem(1, "", "the file is empty: expected a header row")], notes
-    names = {h.casefold(): f for f, pair in COLUMNS.items() for h in pair + (f,)}
-    fields: List[Optional[str]] = []
-    for i, h in enumerate(header):
-        f = names.get(h.strip().casefold())
-        if f is None and h.strip():
-            problems.append(CsvProblem(1, h, "unknown column; expected: " + ", ".join(c[0] for c in COLUMNS.values())
-                                       + " (or the English headers)"))
-        if f is not None and f in fields:
-            problems.append(CsvProblem(1, h, "column given twice"))
-        fields.append(f)
-    for need in ("commune", "id"):
-        if need not in fields:
-            problems.append(CsvProblem(1, "", f"missing column {COLUMNS[need][0]!r} ({COLUMNS[need][1]}): "
-                                              "rows are matched to the fleet by commune and device"))
-    if problems:
-        return {}, problems, notes
-    heads = {f: header[i] for i, f in enumerate(fields) if f}
-    devices = {(d.commune, d.id): d for d in fleet.devices}
-    communes = {c.code for c in fleet.communes}
-    changes: Dict[Tuple[str, str], Dict[str, object]] = {}
-    seen: Dict[Tuple[str, str], int] = {}
-    for row in reader:
-        line = reader.line_num
-        if not any(cell.strip() for cell in row):
-            continue
-        if len(row) > len(fields):
-            problems.append(CsvProblem(line, "", f"{len(row)} cells, the header has {len(fields)}"))
-            continue
-        cells = {f: row[i].strip() for i, f in enumerate(fields) if f and i < len(row)}
-        key = (cells.get("commune", ""), cells.get("id", ""))
-        if key[0].isdigit() and key[0] not in communes and key[0].zfill(5) in communes:
-            key = (key[0].zfill(5), key[1])  # Excel reads "09667" as the number 9667
-        if not key[0] or not key[1]:
-            col = "commune" if not key[0] else "id"
-            problems.append(CsvProblem(line, heads[col], "empty: every row names its commune and device"))
-            continue
-        if key in seen:
-            problems.append(CsvProblem(line, heads["id"], f"device {key[1]!r} of commune {key[0]!r} is also on "
-                                                          f"line {seen[key]}"))
-            continue
-        seen[key] = line
-        device = devices.get(key)
-        if device is None:
-            problems.append(CsvProblem(line, heads["id"], f"no device {key[1]!r} in commune {key[0]!r} of the fleet "
-                                                          "file (add it with fleet accept or in the file first)"))
-            continue
-        change: Dict[str, object] = {}
-        for f in IMPORTED:
-            value = cells.get(f, "")
-            if not value:
-                continue
-            if f == "purchase_date":
-                parsed = _parse_date(value)
-                if parsed is None:
-                    problems.append(CsvProblem(line, heads[f], f"{value!r} is not a date: expected YYYY-MM-DD "
-                                                               "or DD/MM/YYYY"))
-                    continue
-                if parsed < "1990-01-01" or parsed > dt.date.today().isoformat():
-                    problems.append(CsvProblem(line, heads[f], f"{value!r}: expected a date from 1990 to today"))
-                    continue
-                new: object = parsed
-            elif f == "rated_life_years":
-                new = _parse_number(value, float)
-                if new is None or not 0 < new <= 50:
-                    problems.append(CsvProblem(line, heads[f], f"{value!r}: expected a number of years above 0 "
-                                                               "and at most 50"))
-                    continue
-                new = int(new) if float(new).is_integer() else new
-            elif f == "rated_life_pages":
-                new = _parse_number(value, int)
-                if device.kind != "printer":
-                    problems.append(CsvProblem(line, heads[f], f"applies to printers only, not kind {device.kind}"))
-                    continue
-                if new is None or new <= 0:
-                    problems.append(CsvProblem(line, heads[f], f"{value!r}: expected a whole number of pages above 0"))
-                    continue
-            else:
-                new = value
-            old = getattr(device, f)
-            if old is None or (str(old) != str(new) and not (isinstance(old, float) and old == new)):
-                change[f] = new
-        for f in INFORMATIONAL:
-            value = cells.get(f, "")
-            if value and value != str(getattr(device, f)):
-                notes.append(f"line {line}: {heads[f]} {value!r} differs from the fleet file's "
-                             f"{getattr(device, f)!r} for {key[0]}/{key[1]}; not imported (only purchase date, "
-                             "location, asset tag and rated life are)")
-        if change:
-            changes[key] = change
-    return changes, problems, notes
 
 
 # ---------------------------------------------------------------- command line
@@ -415,7 +104,7 @@ def _fleet_path(args) -> str:
 
 
 def _read_fleet(path: str) -> Tuple[str, Fleet]:
-    from agent.schema import ConfigErrors
+    from contract.schema import ConfigErrors
 
     try:
         with open(path, encoding="utf-8") as fh:
@@ -449,7 +138,7 @@ def gather_last_seen(url: str, window: str, now: float) -> Dict[str, List[dict]]
 
 
 def _write(path: str, old_text: str, new_text: str) -> None:
-    from agent.schema import ConfigErrors
+    from contract.schema import ConfigErrors
     from collector.fleet_edit import write_atomic
 
     try:
@@ -514,7 +203,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _run(args) -> int:
-    from agent.schema import parse_duration
+    from contract.schema import parse_duration
 
     path = _fleet_path(args)
     text, fleet = _read_fleet(path)
@@ -605,7 +294,7 @@ def _import(args, path: str, text: str, fleet: Fleet) -> int:
         raise FleetCliError(f"cannot read {args.csv}: {exc.strerror}") from None
     try:
         csv_text = decode_csv(data)
-    except FleetCliError as exc:
+    except CsvError as exc:
         raise FleetCliError(f"{args.csv}: {exc}; {path} not changed") from None
     changes, problems, notes = read_import(csv_text, fleet)
     for note in notes:

@@ -1,9 +1,9 @@
 """The write path's work on one request body: check it, stamp the identity, drop what is bad.
 
-The body is parsed once into the protobuf classes of :mod:`agent.remote_write` (C-backed). Each
+The body is parsed once into the protobuf classes of :mod:`contract.remote_write` (C-backed). Each
 series is written out again as its stamped labels (serialized once per distinct series and
 remembered) followed by its samples as the agent sent them; samples are never turned into Python
-tuples unless one must be dropped. The checks are those of :func:`agent.remote_write.decode` (``__name__`` present and
+tuples unless one must be dropped. The checks are those of :func:`contract.remote_write.decode` (``__name__`` present and
 valid, label names valid, sorted and unique, no empty value, at least one sample, samples in time
 order) plus the configured limits; label names and metric names already seen valid are remembered,
 since an agent sends the same few hundred again and again.
@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 from typing import NamedTuple
 
-from agent.remote_write import (IDENTITY_LABELS, LABEL_NAME_RE, METRIC_NAME_RE, RemoteWriteError, compress,
+from contract.remote_write import (IDENTITY_LABELS, LABEL_NAME_RE, METRIC_NAME_RE, RemoteWriteError, compress,
                                 decompress, message_classes, varint)
 
 # Label sets of (commune, agent, labels sent) already checked against the limits in force, with

@@ -30,10 +30,10 @@ from typing import Dict, Iterator, List, Optional, Tuple
 
 import yaml
 
-from agent.names import name_problem
+from contract.names import name_problem
 from agent.profile import ROLE_RE, check_profile, merge, parse_profile, version_of
-from agent.samples import Sample, sample
-from agent.schema import ConfigErrors, Duration
+from contract.samples import Sample, sample
+from contract.schema import ConfigErrors, Duration
 
 log = logging.getLogger(__name__)
 

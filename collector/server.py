@@ -1,7 +1,7 @@
 """The collector's HTTP server (aiohttp): remote-write ingest, enrollment, http_sd, /metrics.
 
     POST /api/v1/write    bearer token per agent; identity labels stamped; limits; forwarded
-    POST /api/v1/enroll   {"key", "agent"[, "pull_address", "replace"]} -> {"token", "commune", "agent"}
+    POST /api/v1/enroll   {"key", "agent"[, "pull_address", "replace", "suffix"]} -> {"token", "commune", "agent"}
                           (409 when the name has a live token and not "replace": the key is kept)
     GET  /api/v1/sd       Prometheus http_sd targets of agents with a pull address
     GET  /api/v1/profile  [?role=ROLE] the agent's central profile (bearer token; collector/profiles.py)
@@ -44,17 +44,17 @@ from typing import Callable, Dict, List, Optional, Tuple
 import aiohttp
 from aiohttp import web
 
-from agent.basic_auth import BasicAuth
-from agent.exposition import CONTENT_TYPE, render
-from agent.remote_write import AGENT_TIME_HEADER, RemoteWriteError, encode
-from agent.samples import Sample, sample
-from agent.shutdown import stop_on_signals
+from contract.basic_auth import BasicAuth
+from contract.exposition import CONTENT_TYPE, render
+from contract.remote_write import AGENT_TIME_HEADER, RemoteWriteError, encode
+from contract.samples import Sample, sample
+from contract.shutdown import stop_on_signals
 from collector import __version__
 from collector.config import CollectorConfig, load_fleet_file
 from collector.credentials import Credentials
 from collector.ingest import LimitError, rewrite, snappy_announced_length
 from collector.state import NameTaken, StateError, StateUnreadable, Store, check_address, check_name
-from agent.names import pull_address_problem
+from contract.names import pull_address_problem
 from collector.upstream import Forwarder
 
 log = logging.getLogger("collector")
@@ -400,10 +400,12 @@ class Collector:
         if not isinstance(payload, dict) or not isinstance(payload.get("key"), str) \
                 or not isinstance(payload.get("agent"), str) \
                 or not isinstance(payload.get("pull_address", ""), str) \
-                or not isinstance(payload.get("replace", False), bool):
+                or not isinstance(payload.get("replace", False), bool) \
+                or not isinstance(payload.get("suffix", False), bool):
             self.stats.enrollment("bad_request")
             return self._json(400, {"error": 'expected JSON {"key": "...", "agent": "..."} '
-                                             '(and optionally "pull_address": "host:port", "replace": true)'})
+                                             '(and optionally "pull_address": "host:port", "replace": true, '
+                                             '"suffix": true)'})
         try:
             check_name("agent", payload["agent"])
             if payload.get("pull_address"):
@@ -414,7 +416,8 @@ class Collector:
         try:
             record, token = await asyncio.get_running_loop().run_in_executor(
                 None, lambda: self.store.enroll(payload["key"], payload["agent"], payload.get("pull_address", ""),
-                                                replace=payload.get("replace", False)))
+                                                replace=payload.get("replace", False),
+                                                suffix=payload.get("suffix", False)))
         except StateUnreadable as exc:  # our fault: the agent keeps its key and tries later
             log.error("enrollment: token store: %s", exc)
             self.stats.enrollment("state_unreadable")
@@ -636,7 +639,7 @@ def server_ssl(config: CollectorConfig) -> Optional[ssl.SSLContext]:
 
 
 async def serve(config: CollectorConfig, stop: asyncio.Event) -> None:
-    from agent.config import split_listen_address
+    from contract.listener import split_listen_address
 
     collector = Collector(config)
     runner = web.AppRunner(collector.app(), access_log=log if log.isEnabledFor(logging.DEBUG) else None,

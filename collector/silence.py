@@ -36,7 +36,7 @@ class SilenceError(Exception):
 
 def parse_until(text: str, now: float) -> float:
     """``4h`` / ``3d`` from ``now``, or an ISO date-time (Vietnam time unless it has an offset)."""
-    from agent.schema import parse_duration
+    from contract.schema import parse_duration
 
     text = text.strip()
     try:

@@ -21,7 +21,7 @@ import tempfile
 import time
 from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
-from agent.names import name_problem, pull_address_problem
+from contract.names import name_problem, pull_address_problem
 
 try:
     import fcntl
@@ -66,7 +66,7 @@ def check_name(kind: str, value: str) -> str:
 
 
 def check_address(value: str) -> str:
-    """A pull address ``host:port`` for http_sd (see agent.names.pull_address_problem)."""
+    """A pull address ``host:port`` for http_sd (see contract.names.pull_address_problem)."""
     problem = pull_address_problem(value)
     if problem:
         raise StateError(problem)
@@ -273,13 +273,16 @@ class Store:
     def list_enroll_keys(self) -> List[dict]:
         return [_public(_key_record(k)) for k in self._read()["enroll_keys"]]
 
-    def enroll(self, key: str, agent: str, pull_address: str = "", replace: bool = False) -> Tuple[dict, str]:
+    def enroll(self, key: str, agent: str, pull_address: str = "", replace: bool = False,
+               suffix: bool = False) -> Tuple[dict, str]:
         """Trade a valid key with uses left, unexpired and not revoked, for a new token of ``agent``
         in the key's commune.
 
-        One use is spent in the same locked write that stores the token. Raises StateError (one
-        message for unknown, used up, expired and revoked keys: nothing to learn by guessing), or
-        NameTaken when the name has a live token and not ``replace`` (no use is then spent).
+        One use is spent in the same locked write that stores the token. Raises StateError saying
+        why: a key nobody issued is only "unknown" (nothing to learn by guessing); the holder of a
+        real key is told it expired, is used up or was revoked, with its id and commune. A name with
+        a live token raises NameTaken (no use is spent) unless ``replace`` (the old token is
+        revoked) or ``suffix`` (the first free ``name-2``, ``name-3``... is taken instead).
         """
         check_name("agent", agent)
         if pull_address:
@@ -292,15 +295,49 @@ class Store:
             for k in data["enroll_keys"]:
                 if hmac.compare_digest(k["sha256"], wanted):
                     found = _key_record(k)
-            if (found is None or len(found["used_by"]) >= found["uses"] or found["expires"] <= now
-                    or found.get("revoked")):
-                raise StateError("enrollment key is unknown, used up, expired or revoked")
+            problem = _key_problem(found, now)
+            if problem:
+                raise StateError(problem)
+            if suffix and not replace:
+                agent = self._free_name(data, found["commune"], agent)
             revoked = self._claim(data, found["commune"], agent, replace)
             found["used"] = now  # the last use
             found["used_by"].append(agent)
             record, token = self._new_token(data, found["commune"], agent, pull_address, f"enroll:{found['id']}")
             self._write(data, revoked)
         return _public(record), token
+
+    @staticmethod
+    def _free_name(data: dict, commune: str, agent: str) -> str:
+        """``agent`` if no live token holds it in ``commune``, else the first free ``agent-N``."""
+        taken = {t["agent"] for t in data["tokens"] if t["commune"] == commune and not t.get("revoked")}
+        if agent not in taken:
+            return agent
+        for n in range(2, 1000):
+            candidate = f"{agent[:59]}-{n}"  # at most 63 characters, as agent names are
+            if candidate not in taken:
+                return candidate
+        raise NameTaken(f"agent {agent!r} of commune {commune!r}: {agent}-2 to {agent}-999 are all taken")
+
+
+def _key_problem(found: Optional[dict], now: float) -> str:
+    """Why an enrollment key cannot be used now ("" when it can)."""
+    if found is None:
+        return ("enrollment key is unknown: check it was copied whole (it starts with cme_), "
+                "or ask the province for a new one")
+    which = f"enrollment key {found['id']} of commune {found['commune']}"
+    if found.get("revoked"):
+        return f"{which} was revoked on {_utc(found['revoked'])}; ask the province for a new one"
+    if found["expires"] <= now:
+        return f"{which} expired on {_utc(found['expires'])}; ask the province for a new one"
+    if len(found["used_by"]) >= found["uses"]:
+        return (f"{which} is used up: all {found['uses']} uses are spent; "
+                "ask the province for a new one (or more uses)")
+    return ""
+
+
+def _utc(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t))
 
 
 def _key_record(k: dict) -> dict:

@@ -362,7 +362,7 @@ def silences(url: str) -> dict:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from agent.schema import parse_duration
+    from contract.schema import parse_duration
 
     p = argparse.ArgumentParser(prog="commune-collector status",
                                 description="Communes online, devices down, firing alerts and replacement "

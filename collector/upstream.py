@@ -27,7 +27,7 @@ from typing import Dict, List, NamedTuple, Optional
 
 import aiohttp
 
-from agent.remote_write import HEADERS
+from contract.remote_write import HEADERS
 from collector.config import Upstream
 from collector.ingest import join
 

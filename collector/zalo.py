@@ -41,7 +41,7 @@ from collections import OrderedDict
 from datetime import datetime, timedelta, timezone
 from typing import Callable, Dict, List, Optional, Tuple
 
-from agent.samples import Sample, sample
+from contract.samples import Sample, sample
 from collector.config import ZaloSection
 
 log = logging.getLogger("collector.zalo")

@@ -6,7 +6,7 @@ Selectors use the dashboard variables: ``$commune`` (multi-value, used as ``=~``
 are told apart by ``target`` (the name in the polling agent's config), which the fleet inventory
 (``commune_device_info{device,kind,model,agent,target}``) ties to a device id.
 
-Metric names come from ``agent/catalog.yaml`` and the recording rules in ``collector/rules/``;
+Metric names come from ``contract/catalog.yaml`` and the recording rules in ``collector/rules/``;
 ``tests/test_dashboards.py`` checks that every name used here exists in one of them.
 """
 from __future__ import annotations

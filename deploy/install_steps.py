@@ -219,7 +219,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.step == "write-config":
         return write_config(args.out, args.collector, args.account, args.state_dir, args.bundle_id,
                             args.pin_sha256, args.ca_file)
-    from agent.schema import ConfigErrors
+    from contract.schema import ConfigErrors
 
     try:
         if args.step == "enrolled":

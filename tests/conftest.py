@@ -1,6 +1,6 @@
 """Fixtures shared by every test; area-specific ones live in the area's own test modules.
 
-It also records the name of every sample built with ``agent.samples.sample`` during the run, and
+It also records the name of every sample built with ``contract.samples.sample`` during the run, and
 of every metric in exposition text passed to ``tests.support.record_exposition``, so that
 ``tests/test_zz_catalog.py`` (collected last) can tie the catalog to what is really emitted.
 """
@@ -12,10 +12,10 @@ import uuid
 
 import pytest
 
-import agent.samples
+import contract.samples
 from tests import support
 
-_original_sample = agent.samples.sample
+_original_sample = contract.samples.sample
 
 
 def _recording_sample(name, value, /, **labels):
@@ -24,7 +24,7 @@ def _recording_sample(name, value, /, **labels):
 
 
 # Installed before any input module imports it (they bind the name at import time).
-agent.samples.sample = _recording_sample
+contract.samples.sample = _recording_sample
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
-from agent.schema import load_model
+from contract.schema import load_model
 from tests.support import free_port
 
 

@@ -1,6 +1,6 @@
 """End to end: real Prometheus evaluating the real rules, real Alertmanager with the real routes and
 inhibitions, a webhook receiver served by the test. Faults are written into Prometheus over
-remote write (agent.remote_write, the agents' own encoder), every second with the current time,
+remote write (contract.remote_write, the agents' own encoder), every second with the current time,
 as the collector would forward them.
 
 Test copy of the rules: every ``for:`` is shortened to 2s (a regex over the rule files) so alerts
@@ -28,8 +28,8 @@ from typing import Optional
 import pytest
 import yaml
 
-from agent import remote_write
-from agent.schema import substitute_env
+from contract import remote_write
+from contract.schema import substitute_env
 from tests.support import REPO, Proc, free_port, http_get, need_binary, prom_query, start_prometheus, wait_until
 from tests.test_rules import AM_ENV
 

@@ -226,7 +226,7 @@ def test_every_problem_is_listed_at_once():
 
 
 def test_the_collector_config_rejects_a_broken_calendar(tmp_path):
-    from agent.schema import ConfigErrors
+    from contract.schema import ConfigErrors
     from collector.config import parse_config
 
     bad = tmp_path / "calendar.yaml"
@@ -241,7 +241,7 @@ def test_the_collector_config_rejects_a_broken_calendar(tmp_path):
 # ---------------------------------------------------------------- the collector's /metrics
 
 def test_collector_exports_the_calendar_at_its_clock(tmp_path):
-    from agent.exposition import render
+    from contract.exposition import render
     from collector.config import parse_config
     from collector.server import Collector
     from tests.support import record_exposition

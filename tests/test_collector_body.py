@@ -10,8 +10,8 @@ import urllib.request
 
 import pytest
 
-from agent.basic_auth import BasicAuth
-from agent.remote_write import HEADERS, WriteRequest, compress, encode
+from contract.basic_auth import BasicAuth
+from contract.remote_write import HEADERS, WriteRequest, compress, encode
 from tests.support import wait_until
 from tests.test_collector_ingest import add_token, http_ok_status, now_ms, post, series, start_collector
 

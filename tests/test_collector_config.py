@@ -5,24 +5,18 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import textwrap
 import time
 
 import pytest
 
-from agent.schema import ConfigErrors, field_paths
+from contract.schema import ConfigErrors, field_paths
 from collector.config import CollectorConfig, load_config, parse_config
 from collector.state import StateError, Store, digest
-from tests.support import REPO, VENV_BIN
+from tests.support import REPO, collector_command
 
 EXAMPLE = REPO / "config" / "collector.example.yaml"
 UP = "upstreams:\n  - url: http://127.0.0.1:9090/api/v1/write\n"
-
-
-def collector_command():
-    script = VENV_BIN / "commune-collector"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "collector"]
 
 
 def run_cli(*args, env=None, cwd=None):
@@ -212,8 +206,10 @@ def test_enroll_key_one_time_bound_to_commune_with_expiry(tmp_path):
     record, token = store.enroll(key, "pc-01")
     assert record["commune"] == "26734" and record["agent"] == "pc-01"
     assert store.authenticate(token).commune == "26734"
-    with pytest.raises(StateError, match="enrollment key is unknown, used up, expired or revoked"):
+    with pytest.raises(StateError, match=r"enrollment key k-\S+ of commune 26734 is used up: all 1 uses are spent"):
         store.enroll(key, "pc-02")
+    with pytest.raises(StateError, match="enrollment key is unknown: check it was copied whole"):
+        store.enroll("cme_" + "x" * 43, "pc-02")
     listed = run_cli("enroll-key", "list", "--state.dir", state)
     assert "1/1" in listed.stdout and "used up; last: pc-01" in listed.stdout
 
@@ -221,7 +217,7 @@ def test_enroll_key_one_time_bound_to_commune_with_expiry(tmp_path):
     timed = Store(str(tmp_path / "s2"), clock=lambda: clock[0])
     _rec, key2 = timed.add_enroll_key("26734", 60)
     clock[0] += 61
-    with pytest.raises(StateError, match="used up, expired or revoked"):
+    with pytest.raises(StateError, match=r"enrollment key k-\S+ of commune 26734 expired on \d{4}-\d\d-\d\d \d\d:\d\d UTC"):
         timed.enroll(key2, "pc-03")
     bad_ttl = run_cli("enroll-key", "create", "--commune", "26734", "--ttl", "soon", "--state.dir", state)
     assert bad_ttl.returncode == 1 and "--ttl: expected a duration" in bad_ttl.stderr

@@ -1,7 +1,7 @@
 """Fuzzing the write path: thousands of generated bodies, never a crash, never a 5xx.
 
 First :func:`collector.ingest.rewrite` (checks, limits, identity stamping, time range, re-encoding)
-against a plain reference model built on :func:`agent.remote_write.decode`: it may only refuse with
+against a plain reference model built on :func:`contract.remote_write.decode`: it may only refuse with
 RemoteWriteError or LimitError, refuses exactly what the model refuses, and otherwise forwards
 what the model says. Then the real aiohttp server on loopback, forwarding to a real Prometheus,
 which may only answer 200 (some series left out), 204, 400, 401, 413 or 415.
@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.remote_write import RemoteWriteError, WriteRequest, compress, decode, encode, serialize
+from contract.remote_write import RemoteWriteError, WriteRequest, compress, decode, encode, serialize
 from collector.config import parse_config
 from collector.ingest import LimitError, rewrite
 from collector.server import Collector
@@ -141,7 +141,7 @@ def _model_series(raw_series, i: int, limits):
     """One series as (labels, samples), or RemoteWriteError/LimitError if it can never be accepted."""
     from google.protobuf.message import DecodeError
 
-    from agent.remote_write import _check_labels, message_classes
+    from contract.remote_write import _check_labels, message_classes
 
     pairs = []
     for raw in raw_series.labels:

@@ -4,7 +4,6 @@ TLS and its own /metrics."""
 from __future__ import annotations
 
 import json
-import math
 import ssl
 import threading
 import time
@@ -12,65 +11,21 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Optional, Tuple
 
 import pytest
-import yaml
 
-from agent.remote_write import HEADERS, compress, encode, serialize
+from contract.remote_write import HEADERS, compress, encode, serialize
 from collector.state import Store
+from lab.collector import add_token, start_collector
 from tests.support import (Proc, free_port, http_get, prom_query, record_exposition, start_prometheus,
                            start_victoria_metrics, wait_until)
-from tests.test_collector_config import collector_command
 
 pytestmark = pytest.mark.slow
 FLEET_EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "fleet.example.yaml"
 
 
 # ---------------------------------------------------------------- helpers (used by other collector tests)
-
-def start_collector(tmp: Path, upstreams: Sequence[str], *, extra: Optional[dict] = None,
-                    state_dir: Optional[Path] = None, tls: Optional[Tuple[Path, Path]] = None,
-                    name: str = "collector") -> Tuple[Proc, str, Path]:
-    """``commune-collector serve`` on a free loopback port; returns (process, base URL, state dir)."""
-    tmp = Path(tmp)
-    port = free_port()
-    state_dir = state_dir or tmp / f"{name}-state"
-    cfg = {
-        "log_level": "info",
-        "web": {"listen_address": f"127.0.0.1:{port}"},
-        "upstreams": [{"url": u, "timeout": "5s"} for u in upstreams],
-        "upstream_check_interval": "500ms",
-        "state": {"dir": str(state_dir)},
-    }
-    if tls:
-        cfg["web"].update(tls_cert_file=str(tls[0]), tls_key_file=str(tls[1]))
-    for key, value in (extra or {}).items():
-        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
-            cfg[key].update(value)
-        else:
-            cfg[key] = value
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    proc = Proc(collector_command() + ["serve", "-c", str(path)], tmp / f"{name}.log")
-    scheme = "https" if tls else "http"
-    url = f"{scheme}://127.0.0.1:{port}"
-    try:
-        if tls:
-            ctx = ssl.create_default_context(cafile=str(tls[0]))
-            wait_until(lambda: urllib.request.urlopen(url + "/-/healthy", context=ctx, timeout=2).status == 200,
-                       what="collector over TLS")
-        else:
-            proc.wait_http(url + "/-/healthy")
-    except BaseException:
-        proc.stop()
-        raise
-    return proc, url, state_dir
-
-
-def add_token(state_dir: Path, commune: str, agent: str, pull_address: str = "") -> str:
-    return Store(str(state_dir)).add_token(commune, agent, pull_address=pull_address)[1]
-
 
 def post(url: str, body: bytes, token: Optional[str] = None, headers: Optional[dict] = None,
          context: Optional[ssl.SSLContext] = None, full: bool = False):
@@ -546,7 +501,7 @@ def test_tenant_headers_and_paths_reach_each_upstream(tmp_path, monkeypatch):
 
 def test_upstream_headers_are_checked():
     from collector.config import Upstream
-    from agent.schema import Secret
+    from contract.schema import Secret
 
     problems = dict(Upstream("http://127.0.0.1:1/w", headers={
         "X-Scope-OrgID": Secret("ok"), "Authorization": Secret("Bearer x"), "bad name": Secret("v"),
@@ -588,8 +543,9 @@ def test_enrollment_then_push_and_http_sd_scraped_by_prometheus(tmp_path, dead_u
         assert reply["token"].startswith("cmt_")
         assert Store(str(state)).authenticate(reply["token"]).agent == "pc-tiepnhan-01"
         # one time only; wrong keys and bad requests
-        assert post_json(url + "/api/v1/enroll", {"key": key, "agent": "pc-2"}) == (
-            403, {"error": "enrollment key is unknown, used up, expired or revoked"})
+        status, refused = post_json(url + "/api/v1/enroll", {"key": key, "agent": "pc-2"})
+        assert status == 403 and refused["error"].endswith("of commune 09667 is used up: all 1 uses are spent; "
+                                                           "ask the province for a new one (or more uses)"), refused
         assert post_json(url + "/api/v1/enroll", {"key": "cme_nope", "agent": "pc-2"})[0] == 403
         assert post_json(url + "/api/v1/enroll", {"agent": "pc-2"})[0] == 400
         assert post_json(url + "/api/v1/enroll", {"key": key, "agent": "bad name!"}) == (
@@ -664,7 +620,7 @@ def test_tls_and_basic_auth_on_metrics_and_sd(tmp_path, prom):
 
 def test_collector_metrics_are_catalogued_and_served(tmp_path, prom):
     """Every collector metric of the catalog (fleet inventory included) shows on /metrics."""
-    from agent.catalog import metrics_of
+    from contract.catalog import metrics_of
 
     (tmp_path / "zalo-webhook-token").write_text("t" * 32)
     zalo = {"enabled": True, "access_token_file": str(tmp_path / "zalo-token"),  # the relay's figures

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from agent import schema
-from agent.config import config_class, load_config
-from agent.schema import ConfigErrors, Duration, Secret, Size, parse_duration, parse_size
+from contract import schema
+from agent.config import Config, load_config
+from contract.schema import ConfigErrors, Duration, Secret, Size, parse_duration, parse_size
 from tests.support import REPO, agent_command
 
 BAD = Path(__file__).parent / "fixtures" / "config_bad"
@@ -73,7 +73,7 @@ def test_example_documents_every_option():
 
     data = yaml.safe_load(text)
     missing = []
-    for path in schema.field_paths(config_class()):
+    for path in schema.field_paths(Config):
         node, ok = data, True
         for part in path.replace("[]", ".[]").replace("{}", ".{}").split("."):
             if part in ("[]", "{}"):

@@ -13,7 +13,8 @@ import pytest
 from collector.credentials import (SIGNED_PREFIX, Credentials, KeyRing, create_key, read_keys,
                                    read_revocations)
 from collector.state import StateUnreadable, Store
-from tests.test_collector_ingest import (add_token, collector_command, collector_metrics, dead_upstream,
+from tests.support import collector_command
+from tests.test_collector_ingest import (add_token, collector_metrics, dead_upstream,
                                          encode, http_ok_status, now_ms, post, post_json, series,
                                          start_collector)
 
@@ -254,7 +255,7 @@ def test_signing_key_cli(tmp_path):
 
 
 def test_config_requires_a_revocation_list_with_a_key_file(tmp_path):
-    from agent.schema import ConfigErrors
+    from contract.schema import ConfigErrors
     from collector.config import parse_config
 
     keys = tmp_path / "signing.keys"

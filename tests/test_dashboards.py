@@ -23,7 +23,7 @@ from typing import Dict, Iterator, List, Set, Tuple
 import pytest
 import yaml
 
-from agent.catalog import catalog
+from contract.catalog import catalog
 from dashboards import push
 from dashboards.generate import GENERATED, build_all, write_all
 from dashboards.model import LANGS
@@ -260,7 +260,7 @@ def test_every_queried_metric_is_catalogued_or_recorded(boards):
                 if var["type"] == "query":
                     for metric in metric_names(variable_query(var)[0]) - known:
                         unknown.setdefault(metric, f"{name}: variable {var['name']}")
-    assert not unknown, f"not in agent/catalog.yaml nor collector/rules/*.yml: {unknown}"
+    assert not unknown, f"not in contract/catalog.yaml nor collector/rules/*.yml: {unknown}"
 
 
 @pytest.mark.slow

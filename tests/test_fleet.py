@@ -6,8 +6,8 @@ import textwrap
 
 import pytest
 
-from agent.catalog import catalog
-from agent.schema import ConfigErrors
+from contract.catalog import catalog
+from contract.schema import ConfigErrors
 from collector.fleet import YEAR_SECONDS, fleet_samples, load_fleet, parse_fleet
 from tests.support import REPO
 

@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from agent import remote_write
+from contract import remote_write
 from collector import cli
 from collector.fleet import load_fleet, parse_fleet
 from collector.fleet_edit import EditError, add_devices, set_fields

@@ -13,14 +13,14 @@ import psutil
 import pytest
 import yaml
 
-from agent.catalog import catalog
+from contract.catalog import catalog
 from agent.inputs import host
 from agent.inputs import host_windows
 from agent.inputs.host import Config, HostInput
 from agent.inputs.host_linux import parse_cpuinfo_model, parse_os_release, parse_rotational, power_supply_samples
 from agent.inputs.host_windows import windows_version_name
 from agent.inputs.wmi import WmiError
-from agent.schema import ConfigErrors, load_model
+from contract.schema import ConfigErrors, load_model
 from tests import support
 from tests.wmi_recordings import WBEM_E_ACCESS_DENIED, WBEM_E_NOT_SUPPORTED, RecordedWmi, recording
 
@@ -180,7 +180,7 @@ def check_against_catalog(samples):
     cat = catalog()
     seen = set()
     for s in samples:
-        assert s.name in cat, f"{s.name} is not in agent/catalog.yaml"
+        assert s.name in cat, f"{s.name} is not in contract/catalog.yaml"
         assert set(s.labels) == set(cat[s.name].labels), f"{s.name}: labels {sorted(s.labels)}"
         key = (s.name, tuple(sorted(s.labels.items())))
         assert key not in seen, f"duplicate series {key}"
@@ -621,7 +621,7 @@ def e2e_config(tmp_path: Path, port: int) -> Path:
     cfg = {"agent": {"state_dir": str(tmp_path / "state"), "interval": "1s"},
            "web": {"listen_address": f"127.0.0.1:{port}"},
            "host": {"interval": "1s", "timeout": "1s"}}
-    sections = dict(inputs.sections())
+    sections = {m.NAME: m.Config for m in inputs.INPUTS}
     for name in sections:  # host and smart only: nothing else may reach beyond loopback
         if name not in ("host", "smart") and hasattr(sections[name], "enabled"):
             cfg[name] = {"enabled": False}

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from agent.exposition import render
-from agent.schema import ConfigErrors
+from contract.exposition import render
+from contract.schema import ConfigErrors
 from tests.probe_servers import Certs, HTTPServer, run_probes, probes_section, send, slow
 
 

@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from agent.catalog import parse_catalog
-from agent.names import default_agent_name, name_problem, pull_address_problem
+from contract.catalog import parse_catalog
+from contract.names import default_agent_name, name_problem, pull_address_problem
 from collector.state import NameTaken, StateError, Store, check_address, check_name
 from tests.support import agent_command
 from tests.test_collector_ingest import collector_metrics, dead_upstream, metric_value, post_json, start_collector
@@ -37,7 +37,7 @@ def test_valid_names(kind, value):
 def test_metric_and_label_names_are_full_matches_everywhere():
     with pytest.raises(ValueError, match="invalid metric name"):
         parse_catalog('metrics:\n- {name: "x_total\\n", type: counter, help: a., input: host}\n')
-    from agent.schema import ConfigErrors
+    from contract.schema import ConfigErrors
     from collector.config import parse_config
 
     with pytest.raises(ConfigErrors, match="invalid label name"):

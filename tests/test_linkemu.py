@@ -19,7 +19,7 @@ from typing import Callable, Dict, Iterator, List
 
 import pytest
 
-from tests.linkemu import LinkEmulator
+from lab.linkemu import LinkEmulator
 from tests.support import wait_until
 
 pytestmark = pytest.mark.timeout(60)

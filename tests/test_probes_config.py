@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.schema import ConfigErrors, Secret
+from contract.schema import ConfigErrors, Secret
 from tests.probe_servers import probes_section
 
 HTTP = {"prober": "http"}

@@ -9,7 +9,7 @@ import psutil
 import pytest
 
 from agent.inputs import process
-from agent.schema import ConfigErrors, load_model
+from contract.schema import ConfigErrors, load_model
 from tests.support import wait_until
 
 

@@ -12,8 +12,8 @@ from agent import profile
 from agent.config import load_config, load_with_profile
 from agent.profile_fetch import Profiles, changed_sections, profile_url
 from agent.runner import Runner
-from agent.samples import sample
-from agent.schema import ConfigErrors, load_model
+from contract.samples import sample
+from contract.schema import ConfigErrors, load_model
 from collector.profiles import ProfileStore, chain, classify
 
 

@@ -17,9 +17,11 @@ import pytest
 import yaml
 
 from agent.profile import version_of
-from tests.support import REPO, Proc, free_port, record_exposition, wait_until
-from tests.test_collector_ingest import add_token, collector_metrics, metric_value, start_collector
-from tests.test_push_e2e import QUIET, Agent
+from lab.agent import QUIET
+from lab.collector import add_token, start_collector
+from tests.support import REPO, free_port, wait_until
+from tests.test_collector_ingest import collector_metrics, metric_value
+from tests.test_push_e2e import Agent
 
 pytestmark = pytest.mark.slow
 
@@ -235,7 +237,7 @@ def test_a_saved_profile_broken_by_hand_with_no_collector_leaves_the_local_file(
 def test_profiles_go_through_a_slow_flapping_link(tmp_path, central):
     """The office's link: slow, cut every few seconds, down for a while, answers lost. The agent
     keeps what it runs through all of it and gets the change once the link lets it through."""
-    from tests.linkemu import LinkEmulator
+    from lab.linkemu import LinkEmulator
 
     collector, url, token, root = central
     a, b = listener(), listener()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from agent import remote_write
+from contract import remote_write
 from agent.queue import DROP_REASONS, Entry, Queue
 
 

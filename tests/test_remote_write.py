@@ -11,8 +11,8 @@ import cramjam
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from agent import remote_write as rw
-from agent.remote_write import RemoteWriteError, WriteRequest, decode, encode
+from contract import remote_write as rw
+from contract.remote_write import RemoteWriteError, WriteRequest, decode, encode
 
 
 def _varint(n: int) -> bytes:
@@ -224,7 +224,7 @@ def test_encoding_does_not_load_the_protobuf_runtime():
     import subprocess
     import sys
 
-    code = ("import sys; from agent import remote_write as rw; rw.encode([({'__name__': 'x'}, [(1.0, 1)])]); "
+    code = ("import sys; from contract import remote_write as rw; rw.encode([({'__name__': 'x'}, [(1.0, 1)])]); "
             "import agent.push, agent.queue, agent.shipper; "
             "print(any(m.startswith('google.protobuf') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,

@@ -25,12 +25,13 @@ import pytest
 
 from agent.push import encode_batch
 from agent.queue import Queue
-from agent.samples import Batch, Sample
+from contract.samples import Batch, Sample
 from collector.credentials import SIGNED_PREFIX, create_key, read_revocations
 from collector.state import Store
 from tests.support import (Proc, agent_command, free_port, http_get, need_binary, start_victoria_metrics,
                            wait_until)
-from tests.test_collector_ingest import (collector_command, collector_metrics, encode, http_ok_status,
+from tests.support import collector_command
+from tests.test_collector_ingest import (collector_metrics, encode, http_ok_status,
                                          metric_value, now_ms, post, post_json, series, start_collector)
 from tests.test_push_e2e import Agent, agent_config
 

@@ -26,7 +26,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import pytest
 import yaml
 
-from agent.remote_write import encode
+from contract.remote_write import encode
 from collector.report import gather as gather_mod
 from collector.report import forecasts, render, texts
 from collector.promapi import Prometheus
@@ -645,7 +645,7 @@ def test_boot_evidence_sentences():
 
 
 def test_the_price_table_is_checked_field_by_field(tmp_path):
-    from agent.schema import ConfigErrors
+    from contract.schema import ConfigErrors
     from collector.report import budget
 
     shipped = budget.load_prices()

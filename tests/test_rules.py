@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from agent.schema import substitute_env
+from contract.schema import substitute_env
 from tests.support import REPO, need_binary
 
 RULES = REPO / "collector" / "rules"

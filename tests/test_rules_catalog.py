@@ -1,4 +1,4 @@
-"""Every metric a rule references is in agent/catalog.yaml (with the labels the rule uses on it)
+"""Every metric a rule references is in contract/catalog.yaml (with the labels the rule uses on it)
 or is recorded by a rule itself."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import re
 
 import yaml
 
-from agent.catalog import catalog
+from contract.catalog import catalog
 from tests.support import REPO
 
 RULES = REPO / "collector" / "rules"
@@ -65,7 +65,7 @@ def test_every_referenced_metric_is_catalogued_or_recorded():
             if name in recorded or name in BUILTIN:
                 continue
             if name not in cat:
-                missing.append(f"{what}: {name} is not in agent/catalog.yaml")
+                missing.append(f"{what}: {name} is not in contract/catalog.yaml")
                 continue
             unknown = labels - set(cat[name].labels) - {"commune", "agent", "job", "instance"}
             if unknown:

@@ -19,13 +19,12 @@ from __future__ import annotations
 import datetime as dt
 import re
 import subprocess
-import sys
 import time
 
 import pytest
 import yaml
 
-from tests.support import REPO, VENV_BIN, Proc, agent_command, free_port, need_binary, prom_query, wait_until
+from tests.support import REPO, collector_command, Proc, agent_command, free_port, need_binary, prom_query, wait_until
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -48,11 +47,6 @@ def office_open(t: float) -> bool:
     from collector.calendar import load_calendar
 
     return load_calendar().state("09667", t).open
-
-
-def collector_command():
-    script = VENV_BIN / "commune-collector"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "collector"]
 
 
 def test_shipped_prometheus_config_with_collector_and_pull_agent(tmp_path):

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from agent.runner import Runner
-from agent.samples import sample
+from contract.samples import sample
 
 
 class Counting:

@@ -15,7 +15,7 @@ from typing import List, Optional
 
 import pytest
 
-from agent import remote_write
+from contract import remote_write
 from agent.queue import Entry, Queue
 from agent.shipper import Backoff, HttpClient, Shipper, TokenSource, retry_after_seconds
 from tests.support import free_port, prom_query, start_victoria_metrics, wait_until

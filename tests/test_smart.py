@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from agent.catalog import catalog
+from contract.catalog import catalog
 from agent.inputs import smart
 from agent.inputs.smart import (EXIT_STANDBY, Config, SmartInput, device_label, find_smartctl, parse_scan,
                                 parse_smart, run_command)
-from agent.schema import ConfigErrors, load_model
+from contract.schema import ConfigErrors, load_model
 
 FIXTURES = Path(__file__).parent / "fixtures" / "smart"
 

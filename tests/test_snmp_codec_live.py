@@ -14,7 +14,7 @@ import pytest
 from agent.inputs.snmp.ber import GETBULK, GETNEXT, decode_header, encode_oid, encode_request
 from agent.inputs.snmp.client import SnmpClient
 from agent.inputs.snmp.errors import SnmpError
-from agent.schema import Secret
+from contract.schema import Secret
 from agent.inputs.snmp.config import AuthConfig
 from tests.support import REPO
 from tests.test_snmp_ber import ours, reference

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from agent.catalog import catalog
+from contract.catalog import catalog
 from agent.inputs.snmp.classify import classify, enterprise, vendor_of
 from agent.inputs.snmp.config import Config
 from agent.inputs.snmp.decode import (DECODERS, ERROR_STATE_BITS, error_state_conditions, interface_speed_bytes,
                                       supply_class, supply_ratio, supply_type)
 from agent.inputs.snmp.profiles import (Values, detect_roots, load_profiles, parse_profile, probe_from,
                                         snmprec_values, subset, system_from)
-from agent.schema import ConfigErrors, load_model, load_yaml
+from contract.schema import ConfigErrors, load_model, load_yaml
 from tests.support import LOCAL_FIXTURES, REPO, shared_fixture
 
 OWN = LOCAL_FIXTURES / "snmp"

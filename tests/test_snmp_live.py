@@ -13,7 +13,7 @@ import shutil
 import socket
 import subprocess
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List
 
 import pytest
 import yaml
@@ -22,56 +22,12 @@ from agent.inputs.snmp import build
 from agent.inputs.snmp.config import AuthConfig, Config
 from agent.inputs.snmp.discover import DiscoveryInput, sweep
 from agent.runner import Runner
-from agent.schema import Secret, load_model
-from tests.support import LOCAL_FIXTURES, REPO, SHARED_FIXTURES, VENV_BIN, Proc, agent_command, wait_until
+from contract.schema import Secret, load_model
+from lab.snmpsim import start_snmpsim
+from tests.support import LOCAL_FIXTURES, free_udp_port, REPO, SHARED_FIXTURES, VENV_BIN, Proc, agent_command, wait_until
 from tests.test_snmp_decode import by_name, check_against_expected, decode_recording
 
 OWN = LOCAL_FIXTURES / "snmp"
-
-
-def free_udp_port(hosts: Sequence[str] = ("127.0.0.1",)) -> int:
-    """A UDP port free on every one of ``hosts``."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind((hosts[0], 0))
-            port = s.getsockname()[1]
-        try:
-            for h in hosts[1:]:
-                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-                    s.bind((h, port))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no common free UDP port")
-
-
-def start_snmpsim(tmp: Path, recordings: Dict[str, Path], hosts: Sequence[str] = ("127.0.0.1",),
-                  port: int = 0, extra: Sequence[str] = ()) -> "tuple[Proc, int]":
-    """Serve ``{community: recording}`` on ``hosts``:port; returns (process, port)."""
-    tmp = Path(tmp)
-    data, cache = tmp / "data", tmp / "cache"
-    data.mkdir(parents=True, exist_ok=True)
-    cache.mkdir(parents=True, exist_ok=True)
-    for community, path in recordings.items():
-        shutil.copyfile(path, data / f"{community}.snmprec")
-    port = port or free_udp_port(hosts)
-    args = [str(VENV_BIN / "snmpsim-command-responder"), f"--data-dir={data}", f"--cache-dir={cache}"]
-    args += [f"--agent-udpv4-endpoint={h}:{port}" for h in hosts]
-    args += list(extra)
-    env = dict(os.environ, SNMPSIM_ALLOW_ROOT="true")
-    proc = Proc(args, tmp / "snmpsim.log", env=env)
-
-    def ready():
-        if not proc.alive():
-            raise AssertionError(f"snmpsim exited:\n{proc.log()[-3000:]}")
-        return proc.log().count("Listening at UDP/IPv4 endpoint") >= len(hosts)
-
-    try:
-        wait_until(ready, 60, what="snmpsim to listen")
-    except BaseException:
-        proc.stop()
-        raise
-    return proc, port
 
 
 # ---------------------------------------------------------------- fixtures

@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from agent.exposition import render
+from contract.exposition import render
 from agent.inputs.snmp import build
 from agent.runner import Runner
 from tests.support import Proc, need_binary, wait_until

@@ -213,7 +213,7 @@ def test_a_server_that_is_not_prometheus_is_one_line_and_exit_1():
 @pytest.mark.slow
 def test_status_json_against_a_real_prometheus(tmp_path):
     """The recorded series written into a real Prometheus again: the command's JSON says the same."""
-    from agent import remote_write
+    from contract import remote_write
 
     prom, url = start_prometheus(tmp_path)
     try:

@@ -10,7 +10,7 @@ import yaml
 
 from agent.push import QueueSection
 from agent.queue import Queue
-from agent.schema import parse_duration
+from contract.schema import parse_duration
 from collector.config import Limits
 from collector.report import gather
 from contract import thresholds

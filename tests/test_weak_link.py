@@ -12,8 +12,8 @@ import pytest
 
 from agent.push import encode_batch
 from agent.queue import Queue
-from agent.samples import Batch, Sample
-from tests.linkemu import LinkEmulator
+from contract.samples import Batch, Sample
+from lab.linkemu import LinkEmulator
 from tests.support import prom_query, start_prometheus, wait_until
 from tests.test_collector_ingest import add_token, collector_metrics, metric_value, start_collector
 from tests.test_push_e2e import Agent, agent_config, sample_times

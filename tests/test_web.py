@@ -10,9 +10,9 @@ import urllib.error
 import pytest
 
 from agent.config import WebSection
-from agent.exposition import render
-from agent.samples import sample
-from agent.schema import Secret
+from contract.exposition import render
+from contract.samples import sample
+from contract.schema import Secret
 from agent.web import MetricsServer
 from tests.support import agent_command, free_port, http_get
 

@@ -10,12 +10,12 @@ import sys
 
 import pytest
 
-from agent.catalog import catalog
+from contract.catalog import catalog
 from agent.inputs import smart, windisk, wmi
 from agent.inputs.smart import Config, SmartInput
 from agent.inputs.windisk import DiskReader, WmiSmartInput, disk_samples, healthy, predicted_failures
 from agent.inputs.wmi import WmiError, cim_datetime, number, wql_string
-from agent.schema import ConfigErrors, load_model
+from contract.schema import ConfigErrors, load_model
 from tests.wmi_recordings import WBEM_E_ACCESS_DENIED, WBEM_E_NOT_SUPPORTED, RecordedWmi, recording
 
 

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from agent.inputs import icmp, winicmp
-from agent.schema import load_model
+from contract.schema import load_model
 
 # 64-bit ICMP_ECHO_REPLY: Address, Status, RoundTripTime (ULONG), DataSize, Reserved (USHORT), then at
 # offset 16 (already 8-aligned) Data (8-byte pointer), Options {Ttl, Tos, Flags, OptionsSize, 4 bytes padding,

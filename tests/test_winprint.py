@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 
 from agent import inputs
-from agent.catalog import catalog
+from contract.catalog import catalog
 from agent.config import load_config
 from agent.inputs import winprint
 from agent.inputs.winprint import Config, WinPrintInput, attachment, job_in_error, job_printer, queue_samples
 from agent.inputs.wmi import WmiError, cim_datetime
-from agent.schema import load_model
+from contract.schema import load_model
 from tests.wmi_recordings import RecordedWmi, recording
 
 NOW = cim_datetime("20261207093000.000000+420")  # 09:30 in the commune office
@@ -157,7 +157,7 @@ def test_no_printers_means_no_job_query_and_spooler_errors_fail_the_collection()
 
 def test_not_scheduled_off_windows_and_in_the_config():
     assert winprint.build(Config(), None, system="linux") == []
-    assert ("winprint", Config) in inputs.sections()
+    assert winprint in inputs.INPUTS and winprint.Config is Config
     cfg = load_config(None)
     assert cfg.winprint.enabled and cfg.winprint.virtual_printers is False
     assert load_model(Config, {"virtual_printers": True, "interval": "1m"}).interval == 60

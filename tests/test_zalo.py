@@ -290,7 +290,7 @@ def test_without_renewal_a_refused_token_is_counted(tmp_path, zalo):
 
 
 def test_config_errors(tmp_path):
-    from agent.schema import ConfigErrors, load_model
+    from contract.schema import ConfigErrors, load_model
 
     with pytest.raises(ConfigErrors) as info:
         load_model(ZaloSection, {"enabled": True, "recipients": {"On Duty": ["abc"], "x": []},

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent.schema import substitute_env
+from contract.schema import substitute_env
 from tests.support import Proc, free_port, http_get, need_binary, prom_query, start_prometheus, wait_until
 from tests.test_alerting_e2e import (ALERTMANAGER_YML, Smtp, Webhook, Writer, am_alerts, disk, gateway,
                                      prometheus_alerting, rules_copy)

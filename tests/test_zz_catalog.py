@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.catalog import CATALOG_FILE, catalog, parse_catalog
+from contract.catalog import CATALOG_FILE, catalog, parse_catalog
 from tests.support import EMITTED
 
 KNOWN_INPUTS = {"runner", "agent", "host", "smart", "icmp", "http", "tcp", "dns", "probes", "process",
@@ -50,7 +50,7 @@ def _full_run(request) -> bool:
 
 def test_everything_emitted_is_catalogued():
     missing = sorted(set(EMITTED) - set(catalog()))
-    assert not missing, f"emitted but not in agent/catalog.yaml: {missing}"
+    assert not missing, f"emitted but not in contract/catalog.yaml: {missing}"
 
 
 def test_labels_match_the_catalog():

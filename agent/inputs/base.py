@@ -3,7 +3,7 @@
 An input module (``agent/inputs/<name>.py`` or package) defines:
 
 - ``NAME``: its config section and default ``input`` label;
-- ``Config``: a dataclass deriving from :class:`InputSection` (strict, see ``agent.schema``);
+- ``Config``: a dataclass deriving from :class:`InputSection` (strict, see ``contract.schema``);
 - ``build(section, config) -> list``: the :class:`Input` objects to schedule, given its own
   section and the whole agent config. Heavy libraries are imported here, not at module top.
 
@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Protocol, Union, Awaitable
 
-from agent.samples import Sample
-from agent.schema import Duration
+from contract.samples import Sample
+from contract.schema import Duration
 
 
 @dataclass

@@ -52,7 +52,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, List, Optional
 
-from agent.samples import Sample, sample
+from contract.samples import Sample, sample
 
 log = logging.getLogger(__name__)
 

@@ -68,8 +68,8 @@ from agent.inputs.host_psutil import (NODE_DISK_DEVICES_EXCLUDE, NODE_FS_TYPES_E
                                       sensor_samples, swap_activity_samples)
 from agent.inputs.host_windows import WmiBatteryWear, windows_cpu_model, windows_disk_query, windows_version_name
 from agent.inputs.winevents import WindowsBootLog
-from agent.samples import Sample, sample
-from agent.schema import Duration
+from contract.samples import Sample, sample
+from contract.schema import Duration
 
 NAME = "host"
 

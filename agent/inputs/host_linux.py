@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Dict, List, Mapping, Optional
 
-from agent.samples import Sample, sample
+from contract.samples import Sample, sample
 
 def read_text(path: str) -> Optional[str]:
     """A small file's text, or None when it is absent or unreadable (sysfs attributes may refuse)."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
-from agent.samples import Sample, sample
+from contract.samples import Sample, sample
 
 # node_exporter 1.x defaults (--collector.filesystem.*-exclude, --collector.diskstats.device-exclude)
 NODE_MOUNT_POINTS_EXCLUDE = r"^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)"

@@ -9,7 +9,7 @@ import struct
 import time
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
-from agent.samples import Sample, sample
+from contract.samples import Sample, sample
 
 log = logging.getLogger("agent.inputs.host")
 

@@ -25,19 +25,15 @@ to start with the fix spelled out when neither works. Windows ignores ``privileg
 
 Run once by hand (prints the samples in the exposition format)::
 
-    python -m agent.inputs.icmp [-c agent.yaml]
+    commune-agent icmp [-c agent.yaml]      (agent/tools.py)
 """
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
 import ipaddress
-import itertools
 import logging
-import os
-import random
 import re
-import select
 import socket
 import statistics
 import sys
@@ -47,8 +43,8 @@ from typing import Callable, Dict, Iterator, List, Literal, NamedTuple, Optional
 
 from agent.inputs import gateway as gateway_mod
 from agent.inputs.base import InputSection
-from agent.samples import Sample, sample
-from agent.schema import ConfigError, ConfigErrors, Duration
+from contract.samples import Sample, sample
+from contract.schema import ConfigErrors, Duration
 
 NAME = "icmp"
 MODULE = "icmp"  # the module label of probe_success, shared with the http/tcp/dns probers
@@ -168,16 +164,6 @@ def loss_ratio(sent: int, received: int) -> float:
     return (sent - received) / sent if sent else 1.0
 
 
-_ids = itertools.count(random.randrange(0x10000))
-
-
-def _same_address(a: str, b: str) -> bool:
-    try:
-        return ipaddress.ip_address(a.split("%")[0]) == ipaddress.ip_address(b.split("%")[0])
-    except ValueError:
-        return False
-
-
 def resolve(address: str) -> str:
     """An IP literal as is; a host name to its first IPv4 address, else its first IPv6 address."""
     if _is_ip(address.split("%")[0]):
@@ -188,137 +174,6 @@ def resolve(address: str) -> str:
             if info[0] == family:
                 return info[4][0]
     raise OSError(f"{address} has no IPv4 or IPv6 address")
-
-
-class IcmplibPinger:
-    """Sends the echoes of one probe with icmplib sockets and collects the replies.
-
-    One socket per probe; requests leave at a fixed cadence while replies are read in between,
-    so a slow reply does not delay the next request.
-    """
-
-    def __init__(self, privileged: bool, count: int, echo_interval: float, echo_timeout: float,
-                 payload_size: int):
-        self.privileged = privileged
-        self.count = count
-        self.echo_interval = echo_interval
-        self.echo_timeout = echo_timeout
-        self.payload_size = payload_size
-
-    def __call__(self, address: str) -> EchoResult:
-        from icmplib import ICMPLibError, ICMPv4Socket, ICMPv6Socket
-
-        started = time.monotonic()
-        try:
-            resolved = resolve(address)
-        except OSError as exc:
-            return EchoResult(address, 0, [], time.monotonic() - started,
-                              f"cannot resolve {address}: {exc.strerror or exc}")
-        ipv6 = ipaddress.ip_address(resolved.split("%")[0]).version == 6
-        try:
-            sock = (ICMPv6Socket if ipv6 else ICMPv4Socket)(None, self.privileged)
-        except ICMPLibError as exc:
-            return EchoResult(resolved, 0, [], time.monotonic() - started, f"cannot open an ICMP socket: {exc}")
-        try:
-            return self._echoes(sock, resolved, ipv6)
-        finally:
-            sock.close()
-
-    def _echoes(self, sock, address: str, ipv6: bool) -> EchoResult:
-        from icmplib import ICMPLibError, ICMPRequest, TimeoutExceeded
-
-        reply_type, error_types = (129, (1, 3)) if ipv6 else (0, (3, 11))
-        ident = next(_ids) & 0xFFFF
-        pending: Dict[int, Tuple[object, float]] = {}   # sequence -> (request, deadline)
-        rtts: List[float] = []
-        error: Optional[str] = None
-        sent = 0
-        start = time.monotonic()
-        next_send = start
-        last_event = start
-        while True:
-            now = time.monotonic()
-            if sent < self.count and now >= next_send:
-                request = ICMPRequest(address, ident, sent, payload_size=self.payload_size)
-                try:
-                    sock.send(request)
-                    pending[sent] = (request, now + self.echo_timeout)
-                    ident = request.id  # unprivileged Linux sockets: the kernel sets the id
-                except ICMPLibError as exc:
-                    error = f"cannot send to {address}: {exc}"
-                    last_event = now
-                sent += 1
-                next_send = start + sent * self.echo_interval
-                continue
-            for seq in [s for s, (_, deadline) in pending.items() if deadline <= now]:
-                del pending[seq]
-                last_event = now
-            if sent >= self.count and not pending:
-                break
-            wake = min([d for _, d in pending.values()] + ([next_send] if sent < self.count else []))
-            if wake <= now:
-                continue
-            readable, _, _ = select.select([sock.sock], [], [], wake - now)
-            if not readable:
-                continue
-            try:
-                reply = sock.receive(None, max(wake - time.monotonic(), 0.001))
-            except TimeoutExceeded:
-                continue
-            except ICMPLibError as exc:
-                error = f"receiving from {address} failed: {exc}"
-                break
-            entry = pending.get(reply.sequence)
-            if entry is None or reply.id != ident:
-                continue
-            if reply.type == reply_type:
-                if reply.source is not None and not _same_address(reply.source, address):
-                    continue
-                del pending[reply.sequence]
-                rtts.append(max(reply.time - entry[0].time, 0.0))
-                last_event = time.monotonic()
-            elif reply.type in error_types:
-                del pending[reply.sequence]   # answered with unreachable / time exceeded: lost
-                last_event = time.monotonic()
-        return EchoResult(address, sent, rtts, last_event - start, error)
-
-
-# ---------------------------------------------------------------- privileges
-
-def _ping_group_range(proc_root: str = "/proc") -> str:
-    try:
-        with open(f"{proc_root}/sys/net/ipv4/ping_group_range") as fh:
-            return " ".join(fh.read().split())
-    except OSError:
-        return "unknown"
-
-
-def privilege_help() -> str:
-    """What to change when the agent may open no ICMP socket at all (not Windows: see build)."""
-    gid = os.getegid()
-    return (f"ICMP needs either net.ipv4.ping_group_range covering gid {gid} (now "
-            f"'{_ping_group_range()}'; fix: sysctl -w net.ipv4.ping_group_range='0 2147483647') "
-            "or CAP_NET_RAW / running as root (e.g. AmbientCapabilities=CAP_NET_RAW in the systemd "
-            "unit); or set icmp.enabled: false")
-
-
-def choose_privileged(setting: str) -> bool:
-    """Whether to use raw sockets, tried in the order ``auto`` implies; ConfigErrors if none works."""
-    from icmplib import ICMPv4Socket, ICMPLibError, SocketPermissionError
-
-    order = {"auto": [False, True], "false": [False], "true": [True]}[setting]
-    problems = []
-    for privileged in order:
-        try:
-            ICMPv4Socket(None, privileged).close()
-            return privileged
-        except SocketPermissionError:
-            problems.append("raw sockets are not permitted" if privileged
-                            else "unprivileged ICMP sockets are not permitted")
-        except ICMPLibError as exc:
-            problems.append(f"{'raw' if privileged else 'unprivileged'} ICMP socket: {exc}")
-    raise ConfigErrors([ConfigError(f"{NAME}.privileged",
-                                    f"privileged: {setting}: {'; '.join(problems)}. {privilege_help()}")])
 
 
 # ---------------------------------------------------------------- the input
@@ -446,6 +301,8 @@ def build(section: Config, config) -> list:
 
         return [IcmpInput(section, WindowsPinger(section.count, section.echo_interval, section.echo_timeout,
                                                  section.payload_size))]
+    from agent.inputs.icmp_sockets import IcmplibPinger, choose_privileged
+
     try:
         privileged = choose_privileged(section.privileged)
     except ConfigErrors as exc:
@@ -456,42 +313,3 @@ def build(section: Config, config) -> list:
     pinger = IcmplibPinger(privileged, section.count, section.echo_interval, section.echo_timeout,
                            section.payload_size)
     return [IcmpInput(section, pinger)]
-
-
-# ---------------------------------------------------------------- python -m agent.inputs.icmp
-
-def main(argv: Optional[List[str]] = None) -> int:
-    """Probe once with the icmp section of a config (or the defaults) and print the samples."""
-    import argparse
-
-    from agent.config import config_class, load_config
-    from agent.exposition import render
-    from agent.schema import load_model, load_yaml
-
-    p = argparse.ArgumentParser(prog="python -m agent.inputs.icmp", description=main.__doc__)
-    p.add_argument("-c", "--config.file", dest="config", metavar="FILE", help="agent YAML; - reads stdin")
-    args = p.parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        if args.config == "-":
-            data, lines = load_yaml(sys.stdin.read(), "<stdin>")
-            config = load_model(config_class(), data, file="<stdin>", lines=lines)
-        else:
-            config = load_config(args.config)
-        inputs = build(config.icmp, config)
-    except ConfigErrors as exc:
-        for err in exc.errors:
-            print(err, file=sys.stderr)
-        return 1
-    samples: List[Sample] = []
-    for inp in inputs:
-        samples += asyncio.run(inp.collect())
-    sys.stdout.write(render(lambda: samples).decode())
-    return 0
-
-
-if __name__ == "__main__":
-    from agent.inputs.icmp import main as _main  # one module object, the one the config uses
-
-    sys.exit(_main())

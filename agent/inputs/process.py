@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Iterator, List, Optional
 
 from agent.inputs.base import InputSection
-from agent.samples import Sample, sample
-from agent.schema import Duration
+from contract.samples import Sample, sample
+from contract.schema import Duration
 
 NAME = "process"
 

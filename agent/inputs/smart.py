@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from agent.inputs.base import InputSection
-from agent.samples import Sample, sample
-from agent.schema import Duration
+from contract.samples import Sample, sample
+from contract.schema import Duration
 
 NAME = "smart"
 SOURCES = ("auto", "smartctl", "wmi")

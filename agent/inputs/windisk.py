@@ -51,7 +51,7 @@ from typing import Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from agent.inputs import smart
 from agent.inputs.wmi import Instance, Query, WmiError, number, wql_string
-from agent.samples import Sample, sample
+from contract.samples import Sample, sample
 
 log = logging.getLogger(__name__)
 

@@ -72,7 +72,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from agent.inputs.boot import _read_json, _write_json
-from agent.samples import Sample, sample
+from contract.samples import Sample, sample
 
 log = logging.getLogger(__name__)
 

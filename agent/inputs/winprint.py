@@ -41,8 +41,8 @@ from typing import Callable, Dict, Iterable, List, Optional
 
 from agent.inputs.base import InputSection
 from agent.inputs.wmi import Instance, Query, cim_datetime, number
-from agent.samples import Sample, sample
-from agent.schema import Duration
+from contract.samples import Sample, sample
+from contract.schema import Duration
 
 NAME = "winprint"
 

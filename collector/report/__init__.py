@@ -49,7 +49,7 @@ def main(argv: List[str]) -> int:
     if fmt == "pdf" and args.out == "-":
         print("report: PDF needs a file for --out", file=sys.stderr)
         return 2
-    from agent.schema import ConfigErrors
+    from contract.schema import ConfigErrors
     from collector.promapi import Prometheus, PrometheusError
     from collector.report import budget, gather, render
 

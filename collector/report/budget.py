@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional, Tuple
 
-from agent.schema import ConfigError, ConfigErrors, load_yaml
+from contract.schema import ConfigError, ConfigErrors, load_yaml
 from collector.fleet import KINDS
 
 DEFAULT_PRICES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "prices.yaml")

@@ -16,7 +16,7 @@ import time
 from typing import Dict, List, Tuple
 
 from agent.inputs.probes.config import PROBERS, Config, Module, Target  # noqa: F401 (Config: section)
-from agent.samples import Sample, sample
+from contract.samples import Sample, sample
 
 NAME = "probes"
 

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from agent.inputs.base import InputSection
 from agent.inputs.probes.net import split_host_port
-from agent.schema import Duration, Secret, Size
+from contract.schema import Duration, Secret, Size
 
 PROBERS = ("http", "tcp", "dns")
 HOPS = ("gateway", "isp", "upstream", "service")

@@ -1,6 +1,6 @@
 """The ``snmp`` config section: named credentials (auths), targets that use them, discovery.
 
-Pure dataclasses (no pysnmp); loaded and validated by :mod:`agent.schema`.
+Pure dataclasses (no pysnmp); loaded and validated by :mod:`contract.schema`.
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Dict, Iterator, List, Literal, Optional
 
 from agent.inputs.base import InputSection
-from agent.schema import Duration, Secret
+from contract.schema import Duration, Secret
 
 AUTH_PROTOCOLS = ("MD5", "SHA", "SHA-224", "SHA-256", "SHA-384", "SHA-512")
 PRIV_PROTOCOLS = ("DES", "AES", "AES-128", "AES-192", "AES-256", "AES-192-C", "AES-256-C")

@@ -9,7 +9,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from agent.inputs.snmp.classify import text
 from agent.inputs.snmp.profiles import Oid, Values, dotted
-from agent.samples import Sample, sample
+from contract.samples import Sample, sample
 
 # ---------------------------------------------------------------- Printer-MIB (RFC 3805)
 

@@ -18,7 +18,7 @@ from agent.inputs.snmp.classify import Classification, classify, text
 from agent.inputs.snmp.decode import DECODERS
 from agent.inputs.snmp.errors import SnmpError
 from agent.inputs.snmp.profiles import Values, detect_roots, iter_names, load_profiles
-from agent.samples import Sample, sample
+from contract.samples import Sample, sample
 
 log = logging.getLogger(__name__)
 

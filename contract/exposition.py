@@ -11,8 +11,8 @@ from typing import Callable, Dict, Iterable, List
 from prometheus_client.core import CollectorRegistry, Metric
 from prometheus_client.exposition import generate_latest
 
-from agent.catalog import catalog
-from agent.samples import Sample
+from contract.catalog import catalog
+from contract.samples import Sample
 
 log = logging.getLogger(__name__)
 _warned: set = set()

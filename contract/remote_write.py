@@ -21,8 +21,8 @@ from typing import Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import cramjam
 
-# Valid names: the one definition in agent/names.py (re-exported here for the collector).
-from agent.names import LABEL_NAME_RE, METRIC_NAME_RE
+# Valid names: the one definition in contract/names.py (re-exported here for the collector).
+from contract.names import LABEL_NAME_RE, METRIC_NAME_RE
 
 __all__ = ["HEADERS", "AGENT_TIME_HEADER", "RemoteWriteError", "encode", "decode", "serialize", "check_labels", "compress", "decompress",
            "WriteRequest", "PROTO_FILE"]

@@ -1,6 +1,6 @@
 """The metric catalog: every metric commune-monitor emits, with type, unit, help and labels.
 
-``agent/catalog.yaml`` is reviewed data. Exposition takes TYPE and HELP from it, and tests tie it
+``contract/catalog.yaml`` is reviewed data. Exposition takes TYPE and HELP from it, and tests tie it
 to what the inputs emit, to the rules and to the dashboards.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Dict, List, NamedTuple, Tuple
 
 import yaml
 
-from agent.names import METRIC_NAME_RE
+from contract.names import METRIC_NAME_RE
 
 CATALOG_FILE = Path(__file__).with_name("catalog.yaml")
 TYPES = ("counter", "gauge", "info")
