@@ -25,6 +25,7 @@ import logging
 import os
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from typing import Dict, Iterator, List, Optional, Tuple
 
@@ -39,6 +40,9 @@ log = logging.getLogger(__name__)
 
 LAYOUT = ("default.yaml, roles/ROLE.yaml, communes/CODE.yaml or communes/CODE/ROLE.yaml")
 CONTENT_TYPE = "application/yaml; charset=utf-8"
+# A changed file is read once it has not changed for this long: an editor or a copy still writing
+# it must not have its half (or an empty file, a valid empty fragment) taken as the new version.
+SETTLE_S = 1.0
 
 
 @dataclass
@@ -96,8 +100,9 @@ def _etags(header: str) -> List[str]:
 class ProfileStore:
     """The fragments of one directory, their last good versions and the profiles they make."""
 
-    def __init__(self, directory: str):
+    def __init__(self, directory: str, settle: float = SETTLE_S):
         self.dir = directory  # "": no fragments, the empty profile for every agent and role
+        self.settle = settle
         self._signature: Optional[tuple] = None
         self._checked: Dict[str, Tuple[str, List[str]]] = {}  # file -> (text last checked, its problems)
         self._good: Dict[str, dict] = {}  # last good data of every fragment
@@ -134,6 +139,9 @@ class ProfileStore:
             signature = tuple(sorted(found.items()))
             if signature == self._signature:
                 return False
+            recent = time.time_ns() - int(self.settle * 1e9)
+            if self._signature is not None and any(v[0] > recent for v in found.values()):
+                return False  # still being written: looked at again at the next request or check
             self._signature = signature
             self._reload(sorted(found))
             return True

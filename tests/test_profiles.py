@@ -169,7 +169,7 @@ def served(store: ProfileStore, commune: str, role: str = "") -> dict:
 
 
 def test_fragments_merge_default_role_commune_then_commune_role(fragments):
-    store = ProfileStore(str(fragments))
+    store = ProfileStore(settle=0, directory=str(fragments))
     assert served(store, "09667", "site-poller") == {"process": {"interval": "45s"}, "host": {"interval": "10s"}}
     assert served(store, "09667") == {"process": {"interval": "60s"}, "host": {"interval": "10s"}}
     assert served(store, "00001", "site-poller") == {"process": {"interval": "60s"}, "host": {"interval": "20s"}}
@@ -191,7 +191,7 @@ def test_classify_and_chain():
 
 
 def test_the_etag_is_the_content_hash_and_a_match_answers_304(fragments):
-    store = ProfileStore(str(fragments))
+    store = ProfileStore(settle=0, directory=str(fragments))
     status, body, headers = store.answer("09667", "site-poller")
     assert status == 200 and headers["ETag"] == f'"{profile.version_of(body)}"'
     assert headers["Content-Type"].startswith("application/yaml")
@@ -202,14 +202,23 @@ def test_the_etag_is_the_content_hash_and_a_match_answers_304(fragments):
 
 
 def test_an_unknown_or_invalid_role_is_refused(fragments):
-    store = ProfileStore(str(fragments))
+    store = ProfileStore(settle=0, directory=str(fragments))
     status, body, _ = store.answer("09667", "desk")
     assert status == 404 and "no profile for role 'desk' on this collector (roles: site-poller)" in body
     assert store.answer("09667", "Desk!")[0] == 400
 
 
+def test_a_file_still_being_written_is_read_once_it_has_settled(fragments):
+    store = ProfileStore(str(fragments), settle=3600)
+    before = store.answer("09667", "site-poller")
+    write(fragments, "default.yaml", "")  # an editor truncated it and writes the rest next
+    assert not store.refresh() and store.answer("09667", "site-poller") == before
+    store.settle = 0
+    assert store.refresh() and store.answer("09667", "site-poller") != before
+
+
 def test_a_bad_change_is_refused_and_the_last_good_stays_served(fragments, caplog):
-    store = ProfileStore(str(fragments))
+    store = ProfileStore(settle=0, directory=str(fragments))
     before = store.answer("09667", "site-poller")
     write(fragments, "communes/09667.yaml", "host:\n  interval: 10s\n  colour: red\n")
     assert store.refresh()
@@ -233,7 +242,7 @@ def test_a_fragment_never_good_is_not_served_but_the_others_are(tmp_path):
     write(root, "roles/README.txt", "not a fragment, ignored\n")
     write(root, "roles/desk.yaml", "")
     write(root, "role/desk.yaml", "host: {}\n")
-    store = ProfileStore(str(root))
+    store = ProfileStore(settle=0, directory=str(root))
     status, body, headers = store.answer("09667")
     assert status == 503 and "fragment communes/09667.yaml is refused" in body and headers["Retry-After"]
     assert served(store, "00001") == {"host": {"interval": "30s"}}
@@ -247,7 +256,7 @@ def test_a_merge_that_fails_keeps_the_last_good_merged_profile(tmp_path):
     root = tmp_path / "p"
     write(root, "default.yaml", PROBE)
     write(root, "communes/09667.yaml", "probes: {timeout: 5s, interval: 10s}\n")
-    store = ProfileStore(str(root))
+    store = ProfileStore(settle=0, directory=str(root))
     good = store.answer("09667")
     assert good[0] == 200
     write(root, "communes/09667.yaml", "probes: {timeout: 1s, interval: 10s}\n")  # valid alone, not merged
@@ -259,9 +268,9 @@ def test_a_merge_that_fails_keeps_the_last_good_merged_profile(tmp_path):
 
 
 def test_an_empty_directory_serves_an_empty_profile(tmp_path):
-    status, body, _ = ProfileStore(str(tmp_path)).answer("09667")
+    status, body, _ = ProfileStore(settle=0, directory=str(tmp_path)).answer("09667")
     assert status == 200 and profile.parse_profile(body, "x")[0] == {}
-    assert ProfileStore(str(tmp_path)).answer("09667", "desk")[0] == 404  # a role no fragment names
+    assert ProfileStore(settle=0, directory=str(tmp_path)).answer("09667", "desk")[0] == 404  # a role no fragment names
 
 
 def test_without_a_directory_every_agent_and_role_gets_the_empty_profile():

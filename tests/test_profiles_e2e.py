@@ -72,6 +72,15 @@ def fetch(url: str, token: str, role: str = "site-poller", etag: Optional[str] =
         return exc.code, exc.read().decode(), dict(exc.headers)
 
 
+def fetch_with(url: str, token: str, text: str):
+    """The profile once it holds ``text`` (the collector reads a changed file once it settled)."""
+    def ready():
+        answer = fetch(url, token)
+        return answer if answer[0] == 200 and text in answer[1] else None
+
+    return wait_until(ready, 20, what=f"a profile with {text!r}")
+
+
 def info(agent: Agent) -> dict:
     """The labels of commune_agent_profile_info (version, role, source)."""
     for key in agent.metrics():
@@ -100,7 +109,7 @@ def test_a_profile_change_reaches_the_running_agent_and_a_bad_fragment_is_refuse
     port_a, port_b = a.getsockname()[1], b.getsockname()[1]
     (root / "default.yaml").write_text(probes(port_a))
     (root / "roles" / "site-poller.yaml").write_text("process: {enabled: false}\n")
-    status, first, headers = fetch(url, token)
+    status, first, headers = fetch_with(url, token, f"svc-{port_a}")
     assert status == 200 and headers["ETag"] == f'"{version_of(first)}"'
     assert fetch(url, token, etag=headers["ETag"])[0] == 304
     assert fetch(url, "not-a-token")[0] == 401
@@ -117,7 +126,7 @@ def test_a_profile_change_reaches_the_running_agent_and_a_bad_fragment_is_refuse
 
         # the change: a second target, applied while the agent runs
         (root / "default.yaml").write_text(probes(port_a, port_b))
-        status, second, _ = fetch(url, token)
+        status, second, _ = fetch_with(url, token, f"svc-{port_b}")
         assert status == 200 and second != first
         wait_until(lambda: agent.value(f"probe_success,hop=service,module=port,target=svc-{port_b}") == 1, 30,
                    what="the target added by the changed profile")
@@ -166,7 +175,7 @@ def test_a_profile_the_agent_refuses_keeps_the_last_good_also_after_a_restart(tm
     port = a.getsockname()[1]
     (root / "default.yaml").write_text(probes(port))
     (root / "roles" / "site-poller.yaml").write_text("")
-    status, good, _ = fetch(url, token)
+    status, good, _ = fetch_with(url, token, f"svc-{port}")
     assert status == 200, good
     # the local file allows probes 1s: a module timeout of 3s is valid on the collector (its own
     # default 20s) but not merged with this agent's file
@@ -177,7 +186,7 @@ def test_a_profile_the_agent_refuses_keeps_the_last_good_also_after_a_restart(tm
         wait_until(lambda: agent.value(f"probe_success,hop=service,module=port,target=svc-{port}") == 1, 30,
                    what="the probe of the good profile")
         (root / "default.yaml").write_text(probes(port, module_timeout="3s").replace("  interval: 1s\n  timeout: 1s\n", ""))
-        status, bad, _ = fetch(url, token)
+        status, bad, _ = fetch_with(url, token, "timeout: 3s")
         assert status == 200 and bad != good
         wait_until(lambda: agent.value("commune_agent_profile_fetch_failures_total,reason=invalid") >= 1, 20,
                    what="the agent refusing the profile")
@@ -252,7 +261,8 @@ def test_profiles_go_through_a_slow_flapping_link(tmp_path, central):
         agent = Agent(tmp_path, agent_yaml(tmp_path, f"http://127.0.0.1:{link.port}", token, tmp_path / "state"))
         wait_until(lambda: agent.value(f"probe_success,hop=service,module=port,target=svc-{port_a}") == 1, 60,
                    what="the profile through the weak link")
-        first = info(agent)["version"]
+        first = version_of(fetch_with(url, token, f"svc-{port_a}")[1])
+        wait_until(lambda: info(agent).get("version") == first, 10, what="the version reported")
         link.down()
         wait_until(lambda: agent.value("commune_agent_profile_fetch_failures_total,reason=network") >= 2, 30,
                    what="fetches failing while the link is down")
