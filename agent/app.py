@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Optional
+from typing import List, Optional, Tuple
 
 from agent import inputs, push
 from contract.exposition import render
@@ -17,11 +17,19 @@ log = logging.getLogger("agent")
 
 class Agent:
     def __init__(self, config, listen_address: Optional[str] = None):
+        from agent import profile_fetch
+
+        # the central profile first (agent.profile_fetch): it decides the managed sections
+        self.profiles = profile_fetch.component(config)
+        if self.profiles is not None:
+            config = self.profiles.start()
+            self.profiles.apply = self.apply
         self.config = config
         # parts that are not inputs: each takes every batch (sink), runs beside the runner (run),
         # closes (close) and brings its own inputs (inputs)
-        self.components = [c for c in (push.component(config),) if c is not None]
-        built = [SelfInput(config.agent.interval)] + inputs.build_all(config)
+        self.components = [c for c in (push.component(config), self.profiles) if c is not None]
+        self.by_section = {mod.NAME: inputs.build_section(mod.NAME, config) for mod in inputs.INPUTS}
+        built = [SelfInput(config.agent.interval)] + [i for b in self.by_section.values() for i in b]
         built += [i for c in self.components for i in getattr(c, "inputs", ())]
         sinks = [c.sink for c in self.components if getattr(c, "sink", None)]
         self.runner = Runner(built, sinks=sinks)
@@ -47,6 +55,32 @@ class Agent:
                     close()
             self.server.stop()
             log.info("stopped")
+
+
+    async def apply(self, new) -> List[Tuple[str, str]]:
+        """Rebuild the inputs of every managed section that ``new`` changes, while running; the
+        sections that cannot be rebuilt keep their inputs and settings. [(section, why not)] for
+        every changed section, why not "" when it was applied."""
+        from agent.profile_fetch import changed_sections
+
+        loop = asyncio.get_running_loop()
+        done = []
+        for name, section in changed_sections(self.config, new).items():
+            try:
+                built = await loop.run_in_executor(None, inputs.build_section, name, new)
+                self.runner.replace(self.by_section[name], built)
+            except Exception as exc:  # e.g. icmp without socket privileges; the old inputs keep running
+                done.append((name, str(exc).replace("\n", "; ") or type(exc).__name__))
+                continue
+            for old in self.by_section[name]:
+                close = getattr(old, "close", None)
+                if close is not None:
+                    close()
+            self.by_section[name] = built
+            setattr(self.config, name, section)
+            log.info("profile: section %s applied (%s)", name, ", ".join(i.name for i in built) or "no inputs")
+            done.append((name, ""))
+        return done
 
 
 def run_agent(config, listen_address: Optional[str] = None, stopper: Optional[Stopper] = None) -> int:

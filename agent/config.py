@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Iterator, Literal, Mapping, Optional
 
-from agent import push
+from agent import profile, push
 from agent.inputs import host, icmp, inventory, probes, process, smart, snmp, winprint
 from contract.listener import check_basic_auth_users, is_loopback, split_listen_address
 from contract.names import default_agent_name, name_problem
@@ -96,11 +96,12 @@ class WebSection:
 
 @dataclass
 class Config:
-    """The agent's config file: one field per section, in file order (``agent``, ``web``, the
-    inputs of :mod:`agent.inputs`, ``push``)."""
+    """The agent's config file: one field per section, in file order (``agent``, ``web``,
+    ``profile``, the inputs of :mod:`agent.inputs`, ``push``)."""
 
     agent: AgentSection = field(default_factory=AgentSection)
     web: WebSection = field(default_factory=WebSection)
+    profile: profile.Config = field(default_factory=profile.Config)
     host: host.Config = field(default_factory=host.Config)
     inventory: inventory.Config = field(default_factory=inventory.Config)
     snmp: snmp.Config = field(default_factory=snmp.Config)
@@ -115,10 +116,21 @@ class Config:
 def load_config(path: Optional[str] = None, environ: Optional[Mapping[str, str]] = None):
     """Load and validate the config file (or the defaults when ``path`` is None).
 
-    Raises :class:`ConfigErrors` listing every problem with its path and line.
+    Raises :class:`ConfigErrors` listing every problem with its path and line. The file's data is
+    kept on the result (:func:`local_source`) so that a central profile can be applied over it.
     """
     if path is None:
-        return load_model(Config, {}, environ=environ)
+        config = load_model(Config, {}, environ=environ)
+        config.__dict__["_local_source"] = ({}, {}, None)
+        return config
+    data, lines = read_config_data(path)
+    config = load_model(Config, data, file=path, lines=lines, environ=environ)
+    config.__dict__["_local_source"] = (data or {}, lines, path)
+    return config
+
+
+def read_config_data(path: str):
+    """The file's YAML as (data, {path: line}); ConfigErrors when unreadable or not a mapping."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
@@ -126,4 +138,20 @@ def load_config(path: Optional[str] = None, environ: Optional[Mapping[str, str]]
     data, lines = load_yaml(text, path)
     if data is not None and not isinstance(data, dict):
         raise ConfigErrors([ConfigError("", "expected a mapping of sections at the top level", 1, path)])
-    return load_model(Config, data, file=path, lines=lines, environ=environ)
+    return data, lines
+
+
+def local_source(config):
+    """(data, lines, path) of the file ``config`` was loaded from; ({}, {}, None) for defaults."""
+    return config.__dict__.get("_local_source") or ({}, {}, None)
+
+
+def load_with_profile(config, profile_data, environ: Optional[Mapping[str, str]] = None):
+    """``config``'s own file with a checked profile applied over it (``agent.profile``), validated
+    as a whole. Raises ConfigErrors naming the file and the profile."""
+    data, _lines, path = local_source(config)
+    merged = profile.effective_data(data, profile_data, config.profile.pin)
+    where = f"{path or '(defaults)'} with the profile"
+    result = load_model(Config, merged, file=where, environ=environ)
+    result.__dict__["_local_source"] = local_source(config)
+    return result

@@ -85,7 +85,12 @@ def _enroll_path(client) -> str:
 
 
 def write_token(path: str, token: str) -> None:
-    """Write atomically with mode 0600 and fsync, so a power cut leaves the old or the new token.
+    """Write the token with :func:`write_private`."""
+    write_private(path, (token + "\n").encode())
+
+
+def write_private(path: str, data: bytes) -> None:
+    """Write atomically with mode 0600 and fsync, so a power cut leaves the old or the new file.
 
     On Windows, where the mode means nothing, the empty file is first given to SYSTEM,
     Administrators and the service's account only (agent/winservice.py), then the token written.
@@ -102,10 +107,12 @@ def write_token(path: str, token: str) -> None:
                                       directory=False)
         if problem:
             os.unlink(tmp)
-            raise RuntimeError(f"{problem}: the token was not saved")
+            raise RuntimeError(f"{problem}: {os.path.basename(path)} was not saved")
         fd = os.open(tmp, os.O_WRONLY | os.O_TRUNC)
     try:
-        os.write(fd, (token + "\n").encode())
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
         os.fsync(fd)
     finally:
         os.close(fd)

@@ -53,20 +53,46 @@ class Runner:
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=max_threads, thread_name_prefix="collect")
         self._stop: Optional[asyncio.Event] = None
+        self._tasks: Dict[str, asyncio.Future] = {}
 
     # ------------------------------------------------------------ public
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run every input until ``stop`` is set; returns once all loops ended."""
         self._stop = stop
-        tasks = [asyncio.ensure_future(self._loop(i, stop)) for i in self.inputs]
+        self._tasks = {i.name: asyncio.ensure_future(self._loop(i, stop)) for i in self.inputs}
         try:
             await stop.wait()
         finally:
+            tasks = list(self._tasks.values())
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def replace(self, old: Sequence, new: Sequence) -> None:
+        """Stop scheduling the ``old`` inputs and schedule the ``new`` ones (on the event loop; a
+        central profile changed them). Their latest samples go with them; a blocking collection
+        still running in a thread finishes unseen. ValueError if a name would be taken twice."""
+        gone = {id(i) for i in old}
+        keep = [i for i in self.inputs if id(i) not in gone]
+        names = [i.name for i in keep] + [i.name for i in new]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"two inputs would share the name {sorted(dupes)[0]!r}")
+        for inp in old:
+            task = self._tasks.pop(inp.name, None)
+            if task is not None:
+                task.cancel()
+        with self._lock:
+            for inp in old:
+                self._state.pop(inp.name, None)
+            for inp in new:
+                self._state[inp.name] = _State()
+        self.inputs = keep + list(new)
+        if self._stop is not None and not self._stop.is_set():
+            for inp in new:
+                self._tasks[inp.name] = asyncio.ensure_future(self._loop(inp, self._stop))
 
     async def collect_once(self, inp) -> Batch:
         """Collect one input now (used by the loops and by tests)."""

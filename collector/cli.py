@@ -9,6 +9,7 @@
     commune-collector enroll-key list [-c FILE]
     commune-collector enroll-key revoke ID [-c FILE]
     commune-collector signing-key create|list|publish-revocations [-c FILE]   (collector.credentials)
+    commune-collector profiles check|show [-c FILE] [--dir DIR]   (collector.profiles)
     commune-collector SUBCOMMAND ...      (see SUBCOMMANDS)
 """
 from __future__ import annotations
@@ -37,6 +38,7 @@ SUBCOMMANDS = {
     "report": "collector.report:main",
     "silence": "collector.silence:main",
     "fleet": "collector.fleet_cli:main",
+    "profiles": "collector.profiles:main",
 }
 
 

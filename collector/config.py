@@ -16,6 +16,7 @@ from contract.listener import check_basic_auth_users, is_loopback, split_listen_
 from contract.names import LABEL_NAME_RE
 from contract.remote_write import MAX_LABEL_NAME_LENGTH, MAX_LABEL_VALUE_LENGTH, MAX_LABELS_PER_SERIES
 from contract.schema import ConfigError, ConfigErrors, Duration, Secret, Size, load_model, load_yaml
+from collector.profiles import ProfilesSection
 from contract import thresholds
 
 DEFAULT_LISTEN = "127.0.0.1:9722"
@@ -329,6 +330,8 @@ class CollectorConfig:
     # Python process uses at most one core. Each worker has its own limits and caches;
     # /metrics sums their figures (collector/workers.py).
     workers: int = 1
+    # Agent profiles served on /api/v1/profile (collector/profiles.py); dir empty: none.
+    profiles: ProfilesSection = field(default_factory=ProfilesSection)
 
     def validate(self) -> Iterator[tuple]:
         if not 1 <= self.workers <= 64:

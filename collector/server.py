@@ -4,6 +4,7 @@
     POST /api/v1/enroll   {"key", "agent"[, "pull_address", "replace", "suffix"]} -> {"token", "commune", "agent"}
                           (409 when the name has a live token and not "replace": the key is kept)
     GET  /api/v1/sd       Prometheus http_sd targets of agents with a pull address
+    GET  /api/v1/profile  [?role=ROLE] the agent's central profile (bearer token; collector/profiles.py)
     GET  /metrics         the collector's own figures and the fleet inventory
     GET  /-/healthy       200 while the process serves
     GET  /-/ready         200 when every upstream answered its last request or check
@@ -84,6 +85,11 @@ class Collector(WritePath):
 
         self.runbooks = Runbooks(config.runbooks.file or DEFAULT_FILE) if config.runbooks.enabled else None
         self.zalo = ZaloRelay(config.zalo) if config.zalo.enabled else None
+        from collector.profiles import ProfileStore
+
+        self.profiles = ProfileStore(config.profiles.dir)  # no dir: the empty profile for everyone
+        self._profiles_pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="profiles")
+        self._profiles_task: Optional[asyncio.Task] = None
 
     # ------------------------------------------------------------ application
 
@@ -92,6 +98,7 @@ class Collector(WritePath):
         app.router.add_post("/api/v1/write", self.write, name="write")
         app.router.add_post("/api/v1/enroll", self.enroll, name="enroll")
         app.router.add_get("/api/v1/sd", self.http_sd, name="sd")
+        app.router.add_get("/api/v1/profile", self.profile, name="profile")
         app.router.add_get("/metrics", self.metrics, name="metrics")
         app.router.add_get("/-/healthy", self.healthy, name="health:healthy")
         app.router.add_get("/-/ready", self.ready, name="health:ready")
@@ -111,14 +118,19 @@ class Collector(WritePath):
             await self.zalo.start()
         if self.config.upstream_check_interval > 0:
             self._probe_task = asyncio.ensure_future(self._probe_loop())
+        if self.config.profiles.dir:
+            await asyncio.get_running_loop().run_in_executor(self._profiles_pool, self.profiles.refresh)
+            self._profiles_task = asyncio.ensure_future(self.profiles.watch(float(self.config.profiles.check_interval)))
 
     async def _cleanup(self, _app) -> None:
-        if self._probe_task is not None:
-            self._probe_task.cancel()
-            try:
-                await self._probe_task
-            except asyncio.CancelledError:
-                pass
+        for task in (self._probe_task, self._profiles_task):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
+        self._profiles_pool.shutdown(wait=False)
         await self.forwarder.close()
         if self.zalo is not None:
             await self.zalo.close()
@@ -139,6 +151,24 @@ class Collector(WritePath):
             raise
         finally:
             self.stats.request(name, status, time.monotonic() - start)
+
+    # ------------------------------------------------------------ agent profiles
+
+    async def profile(self, request: web.Request) -> web.Response:
+        """The agent's profile: commune from its token, role from the query (collector/profiles.py)."""
+        try:
+            identity = self._bearer(request)
+        except StateError as exc:
+            log.error("token store: %s", exc)
+            return web.Response(status=503, text="the collector cannot read its token store\n",
+                                headers={"Retry-After": "30"})
+        if identity is None:
+            return web.Response(status=401, text="missing, unknown or revoked agent token\n",
+                                headers={"WWW-Authenticate": 'Bearer realm="commune-collector"'})
+        status, body, headers = await asyncio.get_running_loop().run_in_executor(
+            self._profiles_pool, self.profiles.answer, identity.commune, request.query.get("role", ""),
+            request.headers.get("If-None-Match", ""))
+        return web.Response(status=status, body=body.encode("utf-8") if status != 304 else None, headers=headers)
 
     # ------------------------------------------------------------ enrollment
 
@@ -366,4 +396,5 @@ class Collector(WritePath):
         if fleet is not None:
             communes |= {c.code for c in fleet.communes}
         out.extend(self.calendar().samples(communes, self.clock()))
+        out.extend(self.profiles.samples())
         return out

@@ -625,8 +625,11 @@ def test_collector_metrics_are_catalogued_and_served(tmp_path, prom):
     (tmp_path / "zalo-webhook-token").write_text("t" * 32)
     zalo = {"enabled": True, "access_token_file": str(tmp_path / "zalo-token"),  # the relay's figures
             "webhook_token_file": str(tmp_path / "zalo-webhook-token"), "recipients": {"on-duty": ["1"]}}
+    (tmp_path / "profiles").mkdir()  # agent profiles: their problem count per fragment
+    (tmp_path / "profiles" / "default.yaml").write_text("host: {interval: 30s}\n")
     proc, url, state = start_collector(tmp_path, [prom + "/api/v1/write"],
-                                       extra={"fleet_file": str(FLEET_EXAMPLE), "zalo": zalo})
+                                       extra={"fleet_file": str(FLEET_EXAMPLE), "zalo": zalo,
+                                              "profiles": {"dir": str(tmp_path / "profiles")}})
     try:
         token = add_token(state, "c1", "a1")
         assert post(url + "/api/v1/write", encode([series("m", 1, now_ms())]), token,

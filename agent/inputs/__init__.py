@@ -14,9 +14,11 @@ INPUTS = (host, inventory, snmp, smart, winprint, icmp, probes, process)
 
 def build_all(config) -> list:
     """Every input of every enabled section, built from the loaded config."""
-    built = []
-    for mod in INPUTS:
-        section = getattr(config, mod.NAME)
-        if section.enabled:
-            built.extend(mod.build(section, config))
-    return built
+    return [i for mod in INPUTS for i in build_section(mod.NAME, config)]
+
+
+def build_section(name: str, config) -> list:
+    """The inputs of one section (none when it is switched off)."""
+    mod = {m.NAME: m for m in INPUTS}[name]
+    section = getattr(config, name)
+    return list(mod.build(section, config)) if section.enabled else []

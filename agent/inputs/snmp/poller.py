@@ -58,6 +58,12 @@ class TargetInput:
         self._uptime: Optional[int] = None
         self._polls = 0
 
+    def close(self) -> None:
+        """Release the client's socket (the target was removed or changed by a central profile)."""
+        close = getattr(self.client, "close", None)
+        if close is not None:
+            close()
+
     async def collect(self) -> List[Sample]:
         t0 = time.perf_counter()
         name = self.target.name
