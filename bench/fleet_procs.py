@@ -107,12 +107,14 @@ def start_victoria_metrics(tmp: Path, scrape_config: Optional[Path] = None) -> T
 
 
 def start_prometheus(tmp: Path, rule_files: Sequence[Path] = (), scrape_configs: Optional[list] = None,
-                     evaluation_interval: str = "1m") -> Tuple[Proc, str]:
+                     evaluation_interval: str = "1m", alertmanager: str = "") -> Tuple[Proc, str]:
     port = free_port()
     (tmp / "prom-data").mkdir(parents=True, exist_ok=True)
     cfg = {"global": {"scrape_interval": "15s", "evaluation_interval": evaluation_interval},
            "storage": {"tsdb": {"out_of_order_time_window": "7d"}},
            "scrape_configs": scrape_configs or [], "rule_files": [str(p) for p in rule_files]}
+    if alertmanager:
+        cfg["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager.split("//", 1)[1]]}]}]}
     (tmp / "prometheus.yml").write_text(yaml.safe_dump(cfg))
     args = [need("prometheus"), f"--config.file={tmp / 'prometheus.yml'}", f"--storage.tsdb.path={tmp / 'prom-data'}",
             f"--web.listen-address=127.0.0.1:{port}", "--web.enable-remote-write-receiver", "--log.level=warn",
@@ -168,11 +170,22 @@ backend replicas
                     f"http://127.0.0.1:{port}", "/-/ready")
 
 
-def start_vmalert(tmp: Path, rule_files: Sequence[Path], vm: str, interval: str = "1m") -> Tuple[Proc, str]:
+def start_alertmanager(tmp: Path) -> Tuple[Proc, str]:
+    """Alertmanager with one receiver that sends nothing: where both rule engines send alerts."""
+    port = free_port()
+    (tmp / "am-data").mkdir(parents=True, exist_ok=True)
+    (tmp / "alertmanager.yml").write_text("route: {receiver: none}\nreceivers: [{name: none}]\n")
+    args = [need("prometheus-alertmanager"), f"--config.file={tmp / 'alertmanager.yml'}",
+            f"--storage.path={tmp / 'am-data'}", f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="]
+    return _started(Proc(args, tmp / "alertmanager.log"), f"http://127.0.0.1:{port}", "/-/ready")
+
+
+def start_vmalert(tmp: Path, rule_files: Sequence[Path], vm: str, alertmanager: str,
+                  interval: str = "1m") -> Tuple[Proc, str]:
     port = free_port()
     args = [need("vmalert"), *[f"-rule={p}" for p in rule_files], f"-datasource.url={vm}",
             f"-remoteWrite.url={vm}", f"-remoteRead.url={vm}", f"-evaluationInterval={interval}",
-            f"-httpListenAddr=127.0.0.1:{port}", "-notifier.blackhole", "-loggerLevel=WARN"]
+            f"-httpListenAddr=127.0.0.1:{port}", f"-notifier.url={alertmanager}", "-loggerLevel=WARN"]
     return _started(Proc(args, tmp / "vmalert.log"), f"http://127.0.0.1:{port}", "/health")
 
 

@@ -28,7 +28,8 @@ def size_line(r: dict) -> str:
             f" = {r['communes_sustained']:g} communes at 2-min batching: {r['samples_per_s']:,.0f} samples/s, "
             f"collector {r['collector_cpu_ms_per_1k']:.2f} CPU ms/1k samples ({r['collector_cores']:.2f} cores), "
             f"haproxy {r['haproxy_cpu_ms_per_1k']:.2f}, VM {r['vm_cpu_ms_per_1k']:.2f} ({r['vm_cores']:.2f} cores); "
-            f"RSS replicas {rss} MB, VM {r['vm_rss_mb']:.0f} MB; VM disk {r['vm_disk_bytes_per_sample']:.2f} B/sample; "
+            f"RSS replicas {rss} MB, VM {r['vm_rss_mb']:.0f} MB; VM disk {r['vm_disk_bytes_per_sample']:.2f} B/sample "
+            f"+ index {r['vm_index_bytes_per_series']:.0f} B/series; sender {r['sender_cpu_ms_per_1k']:.2f} CPU ms/1k; "
             f"latency p50 {r['latency_p50_s'] * 1000:.0f} ms p99 {r['latency_p99_s'] * 1000:.0f} ms; "
             f"behind schedule p99 {r['lag_p99_s']:.1f} s max {r['lag_max_s']:.1f} s; retries {r['retries']}, "
             f"failed {r['failed']}; load {r['load_avg']:.1f}")
@@ -58,6 +59,7 @@ def extrapolate(results: List[dict], rules: Optional[dict], t, shape) -> List[di
     vmm = fit([r["vm_series"] for r in ok], [r["vm_rss_mb"] for r in ok])
     replica_rss = max(v for r in ok for v in r["replica_rss_mb"].values())
     disk = sorted(r["vm_disk_bytes_per_sample"] for r in ok)[len(ok) // 2]
+    index = sorted(r["vm_index_bytes_per_series"] for r in ok)[len(ok) // 2]
     wire = sum(r["body_bytes"] for r in ok) / sum(r["samples"] for r in ok)
     out = []
     for name, communes in (("province", PROVINCE_COMMUNES), ("nation", NATION_COMMUNES)):
@@ -68,7 +70,8 @@ def extrapolate(results: List[dict], rules: Optional[dict], t, shape) -> List[di
                "replicas": max(2, math.ceil(coll_cores * HEADROOM)),
                "replica_rss_mb": replica_rss, "vm_cores": max(vmc[0] + vmc[1] * rate, 0.0),
                "vm_rss_mb": max(vmm[0] + vmm[1] * series, 0.0),
-               "disk_gb_per_day": rate * 86400 * disk / 1e9, "ingress_mbit_s": rate * wire * 8 / 1e6,
+               # samples, plus the per-day index entries VictoriaMetrics writes for every active series
+               "disk_gb_per_day": (rate * 86400 * disk + series * index) / 1e9, "ingress_mbit_s": rate * wire * 8 / 1e6,
                "ingress_gb_per_day": rate * wire * 86400 / 1e9}
         row["disk_tb_per_400d"] = row["disk_gb_per_day"] * 400 / 1000
         if rules:

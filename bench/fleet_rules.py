@@ -141,15 +141,17 @@ def run(tmp: Path, communes: int, shape, templates, replicas: int, minutes: floa
     procs = []
     stack = None
     try:
-        # Prometheus scrapes the replicas, whose ports the stack picks: start it on the stack's
-        # ports after the fact with a reload-free trick: the replicas listen on fixed ports
+        # the stores scrape the replicas: their ports are chosen first
         ports = [fp.free_port() for _ in range(replicas)]
+        am_proc, am = fp.start_alertmanager(tmp)
+        procs.append(am_proc)
         prom_proc, prom = fp.start_prometheus(tmp / "prom", rule_files, [{
             "job_name": "collector", "scrape_interval": "15s",
-            "static_configs": [{"targets": [f"127.0.0.1:{p}" for p in ports]}]}], evaluation_interval=f"{EVAL_S:g}s")
+            "static_configs": [{"targets": [f"127.0.0.1:{p}" for p in ports]}]}], evaluation_interval=f"{EVAL_S:g}s",
+            alertmanager=am)
         procs.append(prom_proc)
         stack = Stack(tmp / "stack", replicas, (prom + "/api/v1/write",), fleet_path, vm_scrape=True, ports=ports)
-        al_proc, vmalert = fp.start_vmalert(tmp, rule_files, stack.vm, f"{EVAL_S:g}s")
+        al_proc, vmalert = fp.start_vmalert(tmp, rule_files, stack.vm, am, f"{EVAL_S:g}s")
         procs.append(al_proc)
         fleet = build_fleet(communes, shape, stack.keyring, templates)
         t0 = sim_t0_ms(speedup, 0, windows)

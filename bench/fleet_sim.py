@@ -47,6 +47,7 @@ TEMPLATES = REPO / "bench" / "fleet_templates.json"
 WINDOW_MS = 120_000        # push.batch_delay: one request set per PC every 2 minutes
 MAX_SAMPLES = 2000         # push.max_samples_per_request
 KINDS = ("printer", "router", "ups")
+_NOISE = [random.Random(7).uniform(0, 2) for _ in range(4099)]  # cheap reproducible randomness
 
 
 @dataclass
@@ -69,7 +70,7 @@ class PC:
     token: str
     phase_ms: int
     devices: List[Tuple[str, str, str]] = field(default_factory=list)  # (kind, target, address)
-    entries: list = field(default_factory=list)  # (offset_ms, label bytes, name, value, drift) in push order
+    entries: list = field(default_factory=list)  # (offset_ms, label bytes, drift, value, noise) in push order
 
 
 def _label_bytes(labels: Dict[str, str]) -> bytes:
@@ -107,7 +108,10 @@ class Templates:
             labels = {k: subst.get(v, v) for k, v in labels.items()}
             lb = _label_bytes(labels)
             drift = _drift(labels["__name__"], points)
-            out += [(off, lb, labels["__name__"], value, drift) for off, value in points]
+            values = [v for _o, v in points]
+            # a gauge that moved in the capture moves by as much again, at random, in every window
+            amp = 0.0 if drift or len(set(values)) == 1 else (max(values) - min(values)) / 2
+            out += [(off, lb, drift, value, amp) for off, value in points]
         return out
 
     def series(self, kind: str = "pc") -> int:
@@ -155,8 +159,12 @@ def batch_bodies(pc: PC, window: int, t0_ms: int) -> Tuple[List[bytes], int]:
     ld, sample = remote_write._len_delimited, remote_write._sample
     base = t0_ms + pc.phase_ms + window * WINDOW_MS
     bodies, chunk = [], []
-    for off, lb, _name, value, drift in pc.entries:
-        chunk.append(ld(b"\x0a", lb + ld(b"\x12", sample(value + drift * window, base + off, 0))))
+    for i, (off, lb, drift, value, noise) in enumerate(pc.entries):
+        if drift:  # counters: 0 to 2 times their rate per window (one draw per series and window)
+            value += drift * (window + _NOISE[(window * 7919 + hash(lb) + pc.phase_ms) % len(_NOISE)] / 2)
+        elif noise:
+            value += noise * (_NOISE[(window * 7919 + i + pc.phase_ms) % len(_NOISE)] - 1)
+        chunk.append(ld(b"\x0a", lb + ld(b"\x12", sample(value, base + off, 0))))
         if len(chunk) == MAX_SAMPLES:
             bodies.append(remote_write.compress(b"".join(chunk)))
             chunk = []
@@ -310,9 +318,17 @@ class Stack:
                     total += float(line.rsplit(" ", 1)[1])
         return total
 
-    def vm_disk_bytes(self) -> int:
+    def vm_disk_bytes(self, merge: bool = False) -> Tuple[int, int]:
+        """(bytes of samples, bytes of the series index) on disk, after a flush; with ``merge`` after
+        merging this month's parts into one as the background merges do over the following days."""
         fp.http_get(self.vm + "/internal/force_flush")
-        return sum(f.stat().st_size for f in (self.tmp / "vm-data").rglob("*") if f.is_file())
+        if merge:
+            fp.http_get(self.vm + "/internal/force_merge?partition_prefix=" + time.strftime("%Y_%m", time.gmtime()),
+                        timeout=300)
+            fp.wait_until(lambda: self.vm_metric("vm_active_merges") == 0, 120, interval=0.5, what="VM merges")
+        def du(d):
+            return sum(f.stat().st_size for f in (self.tmp / "vm-data" / d).rglob("*") if f.is_file())
+        return du("data"), du("indexdb")
 
     def stop(self) -> None:
         fp.stop_all(self.procs)
@@ -330,7 +346,7 @@ def measure(tmp: Path, communes: int, shape: Shape, templates: Templates, speedu
     stack = Stack(tmp, replicas)
     try:
         fleet = build_fleet(communes, shape, stack.keyring, templates)
-        disk0, cpu0, t0 = stack.vm_disk_bytes(), stack.cpu(), time.monotonic()
+        cpu0, t0 = stack.cpu(), time.monotonic()
         rss_max: Dict[str, float] = {}
 
         async def with_rss_sampling():
@@ -351,7 +367,7 @@ def measure(tmp: Path, communes: int, shape: Shape, templates: Templates, speedu
         cpu1 = stack.cpu()
         fp.wait_until(lambda: stack.vm_metric("vm_rows_inserted_total", type="promremotewrite") >= stats.samples,
                       60, interval=0.5, what="every sample in VictoriaMetrics")
-        disk = stack.vm_disk_bytes() - disk0
+        disk = stack.vm_disk_bytes(merge=True)
         series = json.loads(fp.http_get(stack.vm + "/api/v1/series/count"))["data"][0]
         cpu = {k: cpu1[k] - cpu0[k] for k in cpu0}
     finally:
@@ -372,7 +388,7 @@ def measure(tmp: Path, communes: int, shape: Shape, templates: Templates, speedu
         "collector_cores": coll_cpu / wall, "vm_cores": cpu["vm"] / wall,
         "replica_rss_mb": {k: v for k, v in rss_max.items() if k.startswith("replica-")},
         "vm_rss_mb": rss_max.get("vm", 0.0), "vm_series": int(series), "expected_series": communes * per_commune[0],
-        "vm_disk_bytes_per_sample": disk / stats.samples,
+        "vm_disk_bytes_per_sample": disk[0] / stats.samples, "vm_index_bytes_per_series": disk[1] / max(series, 1),
         "latency_p50_s": lat[len(lat) // 2], "latency_p99_s": lat[int(len(lat) * 0.99)],
         "lag_p99_s": lag[int(len(lag) * 0.99)], "lag_max_s": lag[-1],
         "load_avg": os.getloadavg()[0],
@@ -393,6 +409,7 @@ def main() -> int:
     p.add_argument("--ups", type=int, default=3)
     p.add_argument("--rules", action="store_true", help="then the rules and dashboard queries at the largest size")
     p.add_argument("--rules-minutes", type=float, default=4.0, help="how long the rule engines run")
+    p.add_argument("--rules-communes", type=int, help="fleet size of the rules phase (default: the largest size)")
     p.add_argument("--json", type=Path, help="write every figure here")
     args = p.parse_args()
     shape = Shape(args.pcs, args.printers, args.routers, args.ups)
@@ -408,8 +425,8 @@ def main() -> int:
         rules = None
         if args.rules:
             from bench import fleet_rules
-            rules = fleet_rules.run(Path(tmp) / "rules", max(int(s) for s in args.sizes.split(",")), shape,
-                                    templates, args.replicas, args.rules_minutes)
+            size = args.rules_communes or max(int(s) for s in args.sizes.split(","))
+            rules = fleet_rules.run(Path(tmp) / "rules", size, shape, templates, args.replicas, args.rules_minutes)
     print(fleet_report.report(results, rules, templates, shape))
     if args.json:
         args.json.write_text(json.dumps({"sizes": results, "rules": rules, "shape": shape.__dict__}, indent=1))
