@@ -94,6 +94,8 @@ def report(results: List[dict], rules: Optional[dict], t, shape) -> str:
                          f"CPU s per round of every group), slowest groups: " +
                          ", ".join(f"{g} {d * 1000:.0f} ms" for g, d in e["slowest"][:4]) +
                          (f"; errors {e['errors']}" if e.get("errors") else ""))
+        if "rss_mb" in rules:
+            lines.append("  RSS holding the same data: " + ", ".join(f"{k} {v:.0f} MB" for k, v in rules["rss_mb"].items()))
         lines.append("  dashboard queries (median of 3, ms) prometheus / victoria-metrics:")
         for q, (pt, vt) in rules["queries"].items():
             lines.append(f"    {q:32s} {pt * 1000:8.0f} / {vt * 1000:8.0f}")

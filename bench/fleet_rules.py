@@ -167,7 +167,9 @@ def run(tmp: Path, communes: int, shape, templates, replicas: int, minutes: floa
         c1 = {"prom": fp.proc_cpu_seconds(prom_proc.pid), "vmalert": fp.proc_cpu_seconds(al_proc.pid),
               "vm": fp.proc_cpu_seconds(stack.vm_proc.pid)}
         series = int(json.loads(fp.http_get(stack.vm + "/api/v1/series/count"))["data"][0])
-        out = {"vm_series": series, "history_s": windows * 120, "samples": stats.samples}
+        out = {"vm_series": series, "history_s": windows * 120, "samples": stats.samples,
+               "rss_mb": {"prometheus": fp.proc_rss_mb(prom_proc.pid), "victoria-metrics": fp.proc_rss_mb(stack.vm_proc.pid),
+                          "vmalert": fp.proc_rss_mb(al_proc.pid)}}
         for engine, url, cpu, store_cpu in (("prometheus", prom, c1["prom"] - c0["prom"], 0.0),
                                             ("vmalert", vmalert, c1["vmalert"] - c0["vmalert"], c1["vm"] - c0["vm"])):
             d = group_durations(engine, url)
@@ -178,6 +180,7 @@ def run(tmp: Path, communes: int, shape, templates, replicas: int, minutes: floa
             out[engine] = {"cpu_cores": cores, "engine_cpu_s_per_round": cpu / rounds,
                            "store_cpu_s_per_round": store_cpu / rounds, "errors": failures(engine, url),
                            "slowest": sorted(d.items(), key=lambda kv: -kv[1]), "groups": len(d)}
+        print("   " + json.dumps({k: v for k, v in out.items()}, default=str)[:3000], flush=True)
         end = time.time()
         out["queries"] = dashboard_queries(prom, stack.vm, t0 / 1000, end)
         return out
