@@ -47,7 +47,6 @@ TEMPLATES = REPO / "bench" / "fleet_templates.json"
 WINDOW_MS = 120_000        # push.batch_delay: one request set per PC every 2 minutes
 MAX_SAMPLES = 2000         # push.max_samples_per_request
 KINDS = ("printer", "router", "ups")
-_NOISE = [random.Random(7).uniform(0, 2) for _ in range(4099)]  # cheap reproducible randomness
 
 
 @dataclass
@@ -109,8 +108,11 @@ class Templates:
             lb = _label_bytes(labels)
             drift = _drift(labels["__name__"], points)
             values = [v for _o, v in points]
-            # a gauge that moved in the capture moves by as much again, at random, in every window
-            amp = 0.0 if drift or len(set(values)) == 1 else (max(values) - min(values)) / 2
+            if drift:  # a counter's rise per window varies by up to what keeps it from ever falling
+                captured = values[-1] - values[0]
+                amp = drift / len(points) if captured > 0 else drift
+            else:  # a gauge that moved in the capture moves by as much again, at random, in every window
+                amp = 0.0 if len(set(values)) == 1 else (max(values) - min(values)) / 2
             out += [(off, lb, drift, value, amp) for off, value in points]
         return out
 
@@ -158,12 +160,17 @@ def batch_bodies(pc: PC, window: int, t0_ms: int) -> Tuple[List[bytes], int]:
     """The remote-write bodies of ``pc``'s ``window``-th 2-minute batch and their sample count."""
     ld, sample = remote_write._len_delimited, remote_write._sample
     base = t0_ms + pc.phase_ms + window * WINDOW_MS
+    rng = random.Random(f"{pc.commune}/{pc.agent}/{window}")  # the same batch every time it is built
+    rand, step = rng.random, {}
     bodies, chunk = [], []
-    for i, (off, lb, drift, value, noise) in enumerate(pc.entries):
-        if drift:  # counters: 0 to 2 times their rate per window (one draw per series and window)
-            value += drift * (window + _NOISE[(window * 7919 + hash(lb) + pc.phase_ms) % len(_NOISE)] / 2)
+    for off, lb, drift, value, noise in pc.entries:
+        if drift:  # counters: their rate plus up to ``noise`` more (one draw per series and window)
+            r = step.get(lb)
+            if r is None:
+                r = step[lb] = rand()
+            value += drift * window + noise * r
         elif noise:
-            value += noise * (_NOISE[(window * 7919 + i + pc.phase_ms) % len(_NOISE)] - 1)
+            value += noise * (2 * rand() - 1)
         chunk.append(ld(b"\x0a", lb + ld(b"\x12", sample(value, base + off, 0))))
         if len(chunk) == MAX_SAMPLES:
             bodies.append(remote_write.compress(b"".join(chunk)))

@@ -74,3 +74,22 @@ def test_tiny_fleet_arrives_whole_with_its_identity(tmp_path):
     pollers = {(dict(k)["commune"], dict(k)["agent"]) for k, _ts in got if dict(k).get("target") == "router-01"}
     assert pollers == {("20000", "pc-01"), ("20001", "pc-01")}
     assert {dict(k)["agent"] for k, _ts in got} == {"pc-01", "pc-02"}
+
+
+def test_simulated_counters_never_fall(tmp_path):
+    """A counter that fell would read as a reset to rate() and resets() in the rules."""
+    from collector.credentials import KeyRing, create_key
+
+    create_key(str(tmp_path / "keys"), "k1")
+    [pc] = build_fleet(1, Shape(pcs=1, printer=1, router=1, ups=1), KeyRing(str(tmp_path / "keys")), Templates())
+    series = {}
+    for window in range(6):
+        for body in batch_bodies(pc, window, 0)[0]:
+            for labels, samples in remote_write.decode(body):
+                if labels["__name__"].endswith("_total"):
+                    series.setdefault(tuple(sorted(labels.items())), []).extend(samples)
+    assert len(series) > 100
+    for key, samples in series.items():
+        values = [v for v, _ts in sorted(samples, key=lambda s: s[1])]
+        assert values == sorted(values), key
+        assert values[-1] > values[0], key  # they move: the store compresses what it would in the field
