@@ -69,7 +69,7 @@ class PC:
     token: str
     phase_ms: int
     devices: List[Tuple[str, str, str]] = field(default_factory=list)  # (kind, target, address)
-    entries: list = field(default_factory=list)  # (offset_ms, label bytes, drift, value, noise) in push order
+    entries: list = field(default_factory=list)  # (offset_ms, labels, drift, value, noise, digits) in push order
 
 
 def _label_bytes(labels: Dict[str, str]) -> bytes:
@@ -78,6 +78,16 @@ def _label_bytes(labels: Dict[str, str]) -> bytes:
     ld = remote_write._len_delimited
     return b"".join(ld(b"\x0a", ld(b"\x0a", n.encode()) + ld(b"\x12", v.encode()))
                     for n, v in sorted(labels.items()) if v != "")
+
+
+def _decimals(value: float) -> int:
+    """Decimal places of a captured value (at most 6): 0 for byte counts, 2 for psutil's CPU seconds."""
+    text = repr(float(value))
+    if "e-" in text:
+        return 6
+    if "e" in text:
+        return 0
+    return min(len(text.split(".")[1].rstrip("0")), 6)
 
 
 def _drift(name: str, points: list) -> float:
@@ -113,7 +123,8 @@ class Templates:
                 amp = drift / len(points) if captured > 0 else drift
             else:  # a gauge that moved in the capture moves by as much again, at random, in every window
                 amp = 0.0 if len(set(values)) == 1 else (max(values) - min(values)) / 2
-            out += [(off, lb, drift, value, amp) for off, value in points]
+            digits = max(_decimals(v) for v in values)  # as precise as the source gave them, no more
+            out += [(off, lb, drift, value, amp, digits) for off, value in points]
         return out
 
     def series(self, kind: str = "pc") -> int:
@@ -163,7 +174,7 @@ def batch_bodies(pc: PC, window: int, t0_ms: int) -> Tuple[List[bytes], int]:
     rng = random.Random(f"{pc.commune}/{pc.agent}/{window}")  # the same batch every time it is built
     rand, step = rng.random, {}
     bodies, chunk = [], []
-    for off, lb, drift, value, noise in pc.entries:
+    for off, lb, drift, value, noise, digits in pc.entries:
         if drift:  # counters: their rate plus up to ``noise`` more (one draw per series and window)
             r = step.get(lb)
             if r is None:
@@ -171,6 +182,8 @@ def batch_bodies(pc: PC, window: int, t0_ms: int) -> Tuple[List[bytes], int]:
             value += drift * window + noise * r
         elif noise:
             value += noise * (2 * rand() - 1)
+        if noise:
+            value = round(value, digits)
         chunk.append(ld(b"\x0a", lb + ld(b"\x12", sample(value, base + off, 0))))
         if len(chunk) == MAX_SAMPLES:
             bodies.append(remote_write.compress(b"".join(chunk)))
