@@ -49,7 +49,8 @@ def sustained(r: dict) -> bool:
     return r["failed"] == 0 and r["lag_p99_s"] < 5.0
 
 
-def extrapolate(results: List[dict], rules: Optional[dict], t, shape) -> List[dict]:
+def extrapolate(results: List[dict], rules: Optional[dict], t, shape, history: Optional[dict] = None) -> List[dict]:
+    """``history``: a run with hours of history per series, whose disk figures replace the short runs'."""
     ok = [r for r in results if sustained(r)] or results
     series_c, samples_c = t.per_commune(shape)
     rate_c = samples_c / WINDOW_S
@@ -60,6 +61,8 @@ def extrapolate(results: List[dict], rules: Optional[dict], t, shape) -> List[di
     replica_rss = max(v for r in ok for v in r["replica_rss_mb"].values())
     disk = sorted(r["vm_disk_bytes_per_sample"] for r in ok)[len(ok) // 2]
     index = sorted(r["vm_index_bytes_per_series"] for r in ok)[len(ok) // 2]
+    if history:
+        disk, index = history["vm_disk_bytes_per_sample"], history["vm_index_bytes_per_series"]
     wire = sum(r["body_bytes"] for r in ok) / sum(r["samples"] for r in ok)
     out = []
     for name, communes in (("province", PROVINCE_COMMUNES), ("nation", NATION_COMMUNES)):
@@ -82,9 +85,11 @@ def extrapolate(results: List[dict], rules: Optional[dict], t, shape) -> List[di
     return out
 
 
-def report(results: List[dict], rules: Optional[dict], t, shape) -> str:
+def report(results: List[dict], rules: Optional[dict], t, shape, history: Optional[dict] = None) -> str:
     lines = ["", "measured (this machine: 2 cores shared with other jobs; every figure from one run):"]
     lines += ["  " + size_line(r) + ("" if sustained(r) else "   <- NOT sustained") for r in results]
+    if history:
+        lines.append("  disk figures from: " + size_line(history))
     if rules:
         lines += ["", "recording and alert rules at the largest size (" + f"{rules['vm_series']:,} series):"]
         for engine in ("prometheus", "vmalert"):
@@ -99,7 +104,7 @@ def report(results: List[dict], rules: Optional[dict], t, shape) -> str:
         lines.append("  dashboard queries (median of 3, ms) prometheus / victoria-metrics:")
         for q, (pt, vt) in rules["queries"].items():
             lines.append(f"    {q:32s} {pt * 1000:8.0f} / {vt * 1000:8.0f}")
-    ext = extrapolate(results, rules, t, shape)
+    ext = extrapolate(results, rules, t, shape, history)
     lines += ["", "extrapolated from the slope (straight line through the sustained sizes; hardware figures "
               f"with {HEADROOM:g}x head-room where noted):"]
     hdr = (f"  {'':9s} {'communes':>8s} {'PCs':>7s} {'devices':>8s} {'samples/s':>10s} {'series':>11s} "
@@ -115,5 +120,35 @@ def report(results: List[dict], rules: Optional[dict], t, shape) -> str:
             lines.append(f"  {'':9s} rules: Prometheus {row['rules_prometheus_cores']:.2f} cores, "
                          f"vmalert + VictoriaMetrics {row['rules_vmalert_cores']:.2f} cores (linear in series)")
     lines.append(f"  replicas: collector cores x {HEADROOM:g}, at least 2; each replica about "
-                 f"{ext[0]['replica_rss_mb']:.0f} MB RSS (measured, flat in fleet size)")
+                 f"{ext[0]['replica_rss_mb']:.0f} MB RSS (measured at the largest sustained rate; it follows the requests in flight)")
     return "\n".join(lines)
+
+
+def main() -> int:
+    """Print the report again from saved runs: ``fleet_report.py SIZES.json [--rules R.json] [--history H.json]``."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    from bench.fleet_sim import Shape, Templates
+
+    p = argparse.ArgumentParser(description=main.__doc__)
+    p.add_argument("sizes", type=Path, help="--json output of fleet_sim.py with the fleet sizes")
+    p.add_argument("--rules", type=Path, help="--json output holding the rules phase (default: the sizes file's)")
+    p.add_argument("--history", type=Path, help="--json output of a long-history run (its disk figures are used)")
+    args = p.parse_args()
+    doc = json.loads(args.sizes.read_text())
+    rules = json.loads(args.rules.read_text())["rules"] if args.rules else doc.get("rules")
+    history = json.loads(args.history.read_text())["sizes"][0] if args.history else None
+    shape, t = Shape(**doc["shape"]), Templates()
+    print(describe_templates(t, shape))
+    print(report(doc["sizes"], rules, t, shape, history))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    raise SystemExit(main())

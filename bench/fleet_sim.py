@@ -17,7 +17,8 @@ the stack sees the sample rate of K times as many PCs at 2-minute batching while
 the series of the simulated PCs only. Reported per fleet size: samples/s accepted, CPU per 1,000
 samples of the replicas (and of haproxy and VictoriaMetrics), RSS per replica, the store's disk
 per sample after a flush, the push latency and how far the senders fell behind their schedule.
-Then the slope over the sizes is extrapolated to a province and to the nation (bench/fleet_report.py).
+Then the slope over the sizes is extrapolated to a province and to the nation (bench/fleet_report.py,
+which also re-prints a report from saved --json runs). The stack itself is bench/fleet_stack.py.
 
     .venv/bin/python bench/fleet_sim.py [--sizes 10,20,40] [--speedup 4] [--duration 60] [--rules]
 """
@@ -41,7 +42,8 @@ sys.path.insert(0, str(REPO))
 
 from agent import remote_write  # noqa: E402
 from bench import fleet_procs as fp  # noqa: E402
-from collector.credentials import KeyRing, create_key  # noqa: E402
+from bench.fleet_stack import Stack  # noqa: E402,F401  (tests and fleet_rules take it from here)
+from collector.credentials import KeyRing  # noqa: E402
 
 TEMPLATES = REPO / "bench" / "fleet_templates.json"
 WINDOW_MS = 120_000        # push.batch_delay: one request set per PC every 2 minutes
@@ -265,93 +267,6 @@ async def run_fleet(url: str, fleet: List[PC], t0_ms: int, speedup: float, durat
             await asyncio.gather(*tasks)
     stats.cpu_s = time.process_time() - cpu0
     return stats
-
-
-# ---------------------------------------------------------------- the stack
-
-class Stack:
-    """VictoriaMetrics, ``replicas`` collectors sharing one key file and revocation list, haproxy."""
-
-    def __init__(self, tmp: Path, replicas: int = 3, extra_upstreams: Tuple[str, ...] = (),
-                 fleet_file: Optional[Path] = None, vm_scrape: bool = False, ports: Optional[List[int]] = None):
-        self.tmp, self.procs = tmp, []
-        shared = tmp / "shared"
-        shared.mkdir(parents=True, exist_ok=True)
-        self.keyfile, revoked = shared / "signing.keys", shared / "revoked.txt"
-        create_key(str(self.keyfile), "k1")
-        revoked.write_text("")
-        self.keyring = KeyRing(str(self.keyfile))
-        ports = ports or [fp.free_port() for _ in range(replicas)]
-        scrape = None
-        if vm_scrape:  # the replicas' /metrics (last push times, inventory) into the store
-            scrape = tmp / "vm-scrape.yml"
-            scrape.write_text(json.dumps({"scrape_configs": [{"job_name": "collector", "scrape_interval": "15s",
-                                          "static_configs": [{"targets": [f"127.0.0.1:{p}" for p in ports]}]}]}))
-        self.vm_proc, self.vm = fp.start_victoria_metrics(tmp, scrape)
-        self.procs.append(self.vm_proc)
-        self.replicas = []
-        try:
-            creds = {"signing_key_file": str(self.keyfile), "revocation_file": str(revoked)}
-            for n, port in enumerate(ports):
-                proc, url = fp.start_collector(tmp, f"replica-{n}", [self.vm + "/api/v1/write", *extra_upstreams],
-                                               creds, fleet_file, port=port)
-                self.procs.append(proc)
-                self.replicas.append((proc, url))
-            self.lb_proc, self.lb = fp.start_haproxy(tmp, [u for _p, u in self.replicas])
-            self.procs.append(self.lb_proc)
-            # haproxy's health checks must have seen every replica up before the load starts
-            fp.wait_until(lambda: self.lb_status() == 204, 30, what="a write through haproxy")
-            time.sleep(2.5)
-        except BaseException:
-            self.stop()
-            raise
-
-    def lb_status(self) -> int:
-        import urllib.error
-        import urllib.request
-
-        token = self.keyring.sign("t-probe", "00000", "probe", time.time())[0]
-        body = remote_write.encode([({"__name__": "fleet_sim_probe"}, [(1.0, int(time.time() * 1000))])])
-        req = urllib.request.Request(self.lb + "/api/v1/write", data=body, method="POST",
-                                     headers=dict(remote_write.HEADERS, Authorization=f"Bearer {token}"))
-        try:
-            with urllib.request.urlopen(req, timeout=5) as resp:
-                return resp.status
-        except urllib.error.HTTPError as exc:
-            return exc.code
-
-    def cpu(self) -> Dict[str, float]:
-        out = {f"replica-{n}": fp.proc_cpu_seconds(p.pid) for n, (p, _u) in enumerate(self.replicas)}
-        out.update(vm=fp.proc_cpu_seconds(self.vm_proc.pid), haproxy=fp.proc_cpu_seconds(self.lb_proc.pid))
-        return out
-
-    def rss(self) -> Dict[str, float]:
-        out = {f"replica-{n}": fp.proc_rss_mb(p.pid) for n, (p, _u) in enumerate(self.replicas)}
-        out["vm"] = fp.proc_rss_mb(self.vm_proc.pid)
-        return out
-
-    def vm_metric(self, name: str, **labels) -> float:
-        total = 0.0
-        for line in fp.http_get(self.vm + "/metrics").decode().splitlines():
-            if line.startswith(name + "{") or line.startswith(name + " "):
-                if all(f'{k}="{v}"' in line for k, v in labels.items()):
-                    total += float(line.rsplit(" ", 1)[1])
-        return total
-
-    def vm_disk_bytes(self, merge: bool = False) -> Tuple[int, int]:
-        """(bytes of samples, bytes of the series index) on disk, after a flush; with ``merge`` after
-        merging this month's parts into one as the background merges do over the following days."""
-        fp.http_get(self.vm + "/internal/force_flush")
-        if merge:
-            fp.http_get(self.vm + "/internal/force_merge?partition_prefix=" + time.strftime("%Y_%m", time.gmtime()),
-                        timeout=300)
-            fp.wait_until(lambda: self.vm_metric("vm_active_merges") == 0, 120, interval=0.5, what="VM merges")
-        def du(d):
-            return sum(f.stat().st_size for f in (self.tmp / "vm-data" / d).rglob("*") if f.is_file())
-        return du("data"), du("indexdb")
-
-    def stop(self) -> None:
-        fp.stop_all(self.procs)
 
 
 def sim_t0_ms(speedup: float, duration: float, windows: int = 0) -> int:
