@@ -15,7 +15,7 @@ Ground truth, minute by minute, for every agent (one office PC each):
   commune, from the real calendar, and ``up{job="collector"}`` is 1 throughout.
 
 Incidents (each with its ground-truth window and what the bench expects of the notifications):
-power cut (every PC of a commune off, back 1-3 minutes after the power), maintenance day (link
+power cut (every PC of a commune off, switched back on 1-8 minutes after the power), maintenance day (link
 down while the router is replaced, a silence declared with ``commune-collector silence add``),
 flaky link (pushes stall for 12, 25 and 35 minutes, shorter than AgentSilent's 30 minutes plus its
 ``for: 10m``), failing disk (one PC's SMART health 0 from a morning until the disk is replaced two
@@ -101,7 +101,7 @@ class Province:
                 out.append((span[0] - rnd.randint(5, 20) * MINUTE, span[1] + rnd.randint(5, 30) * MINUTE))
         for inc in self.incidents:
             if inc.kind == "power-cut" and inc.commune == commune:
-                back = inc.end + rnd.randint(1, 3) * MINUTE  # switched back on after the power
+                back = inc.end + rnd.randint(1, 8) * MINUTE  # switched back on, one by one
                 out = subtract(out, (inc.start, back))
         return out
 
