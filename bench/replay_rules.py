@@ -60,14 +60,15 @@ def episodes(present: Sequence[float], step: float, for_: float, keep_firing_for
     which the expression returned it (sorted, on a grid of ``step``), as Prometheus does: a new
     alert is pending at its first instant, fires at the first instant ``for`` after that, and
     when the expression stops returning it a pending alert is dropped and a firing one resolved
-    at that instant, unless ``keep_firing_for`` keeps it firing since it was last returned.
+    at that instant, unless ``keep_firing_for`` keeps it firing, counted from the first instant
+    it was missing (rules/alerting.go, KeepFiringSince).
     ``end``: the last evaluation instant (default: the last present one)."""
     out: List[Tuple[float, Optional[float], Optional[float]]] = []
     if not present:
         return out
     last_eval = present[-1] if end is None else end
     eps = step / 1000
-    active = fired = last_seen = None
+    active = fired = keep_since = None
     i, t = 0, present[0]
     while t <= last_eval + eps:
         seen = i < len(present) and abs(present[i] - t) < eps
@@ -75,16 +76,18 @@ def episodes(present: Sequence[float], step: float, for_: float, keep_firing_for
             i += 1
             if active is None:
                 active, fired = t, None
-            last_seen = t
+            keep_since = None
             if fired is None and t - active >= for_ - eps:
                 fired = t
         elif active is not None:
-            if fired is not None and keep_firing_for and t - last_seen < keep_firing_for - eps:
+            if fired is not None and keep_firing_for:
+                keep_since = t if keep_since is None else keep_since  # first instant it was missing
+            if keep_since is not None and t - keep_since < keep_firing_for - eps:
                 pass  # kept firing
             else:
                 if fired is not None:
                     out.append((active, fired, t))
-                active = fired = None
+                active = fired = keep_since = None
         if active is None:
             if i >= len(present):
                 break
