@@ -94,11 +94,12 @@ def replay(p: Province, work: Path, factor: float) -> Dict[str, object]:
     levels = rr.needed_levels(alerts, records)
     try:
         prom.start()
-        skipped = []
+        skipped, ran = [], set()
         for n, level in enumerate(levels):
             present = rr.names_with_data(prom.url, p.start - 86400, p.end)
             run = [r for r in level if rr.reads_data(r, present)]
             skipped += [r["record"] for r in level if r not in run]
+            ran |= {r["record"] for r in run}
             if not run:
                 continue
             log(f"recording rules, level {n}: {', '.join(sorted({r['record'] for r in run}))} "
@@ -106,8 +107,8 @@ def replay(p: Province, work: Path, factor: float) -> Dict[str, object]:
             rr.backfill_rules(run, prom.url, p.start - 86400, p.end, prom.data, work, str(n))
             prom.stop()
             prom.start()
-        log(f"skipped {len(set(skipped))} recording rules reading no series of the replay: "
-            + ", ".join(sorted(set(skipped))))
+        skipped = sorted(set(skipped) - ran)
+        log(f"skipped {len(skipped)} recording rules reading no series of the replay: {', '.join(skipped)}")
         found: Dict[str, List[rr.Episode]] = {}
         log(f"evaluating {len(first_pass)} alerting rules over {p.days} days (query_range)")
         for rule in first_pass:
