@@ -73,7 +73,7 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def replay(p: Province, work: Path, factor: float) -> Dict[str, object]:
+def replay(p: Province, work: Path, factor: float, min_group_wait: float = am.MIN_GROUP_WAIT) -> Dict[str, object]:
     """The whole replay; returns expected and counted notifications per incident and figures."""
     interval = float(parse_duration(yaml.safe_load(PROMETHEUS_YML.read_text())["global"]["evaluation_interval"]))
     alerts, records = rr.load_rules(RULES, interval)
@@ -125,13 +125,13 @@ def replay(p: Province, work: Path, factor: float) -> Dict[str, object]:
     fired = [(name, ep) for name, eps in found.items() for ep in eps]
     log(f"{len(fired)} firing episodes: " + ", ".join(f"{k} {v}" for k, v in
                                                      sorted(Counter(n for n, _ in fired).items())))
-    return drive(p, work, factor, alerts, fired)
+    return drive(p, work, factor, alerts, fired, min_group_wait)
 
 
-def drive(p: Province, work: Path, factor: float, rules, fired) -> Dict[str, object]:
+def drive(p: Province, work: Path, factor: float, rules, fired, min_group_wait: float) -> Dict[str, object]:
     clock = am.Clock(p.start, factor)
     hook = am.Counter(clock)
-    config = am.compressed_config(ALERTMANAGER_YML, hook.url, factor)
+    config = am.compressed_config(ALERTMANAGER_YML, hook.url, factor, min_group_wait)
     am_yml = work / "alertmanager.yml"
     am_yml.write_text(yaml.safe_dump(config, allow_unicode=True), encoding="utf-8")
     shipped = yaml.safe_load(ALERTMANAGER_YML.read_text(encoding="utf-8"))
@@ -201,27 +201,32 @@ def main(argv=None) -> int:
     ap.add_argument("--start", default="2027-02-01", help="first day (Vietnam time); February 2027 holds Tết")
     ap.add_argument("--compression", type=float, default=4320.0,
                     help="simulated seconds per wall second (4320: a day in 20 s)")
+    ap.add_argument("--min-group-wait", type=float, default=am.MIN_GROUP_WAIT,
+                    help="floor of the compressed group_wait, wall seconds (default 0.25; 0: plain scaling)")
     ap.add_argument("--keep", help="work directory to keep (default: a temporary one, removed)")
     args = ap.parse_args(argv)
     p = province(load_calendar(), dt.date.fromisoformat(args.start), args.days, args.communes)
     with tempfile.TemporaryDirectory(prefix="alert-replay-") as tmp:
         work = Path(args.keep or tmp)
         work.mkdir(parents=True, exist_ok=True)
-        result = replay(p, work, args.compression)
+        result = replay(p, work, args.compression, args.min_group_wait)
     lines, bad = table(p, result["expected"], result["counted"])
     route = result["config"]["route"]
     print(f"Alert replay {p.first} + {p.days} days, {len(p.communes)} communes x 3 PCs, run "
           f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC")
     print(f"Time compressed {args.compression:g}x: Alertmanager's intervals scaled the same "
-          f"(group_wait {route['group_wait']}, group_interval {route['group_interval']}, "
-          f"repeat_interval {route['repeat_interval']} for 30s/5m/4h); {result['posts']} posts to "
+          f"(group_interval {route['group_interval']}, repeat_interval {route['repeat_interval']} for 5m/4h; "
+          f"group_wait {route['group_wait']}, at least {args.min_group_wait * 1000:.0f} ms of wall time); "
+          f"{result['posts']} posts to "
           f"/api/v2/alerts in {result['wall']:.0f} s; {len(result['received'])} notifications received")
     print("\n".join(lines))
+    bad_keys = {k for k in result["counted"] if result["counted"][k] != result["expected"].get(k, Counter())}
     for n in result["received"]:
-        if n.get("why"):
+        if n["incident"] in bad_keys:
             when = dt.datetime.fromtimestamp(n["sim"], dt.timezone(dt.timedelta(hours=7)))
-            print(f"  unexpected: {when:%d/%m %H:%M} {n['receiver']} {n['status']} "
-                  f"{[a['labels'] for a in n['alerts']][:3]}")
+            agents = ",".join(sorted(a["labels"].get("agent", "-") for a in n["alerts"]))
+            print(f"  {n['incident']}: {when:%d/%m %H:%M:%S} ICT {n['receiver']} {n['status']} "
+                  f"{n['alerts'][0]['labels'].get('alertname')} agents {agents}")
     print("verdict: " + ("every incident as expected" if not bad else f"{bad} mismatches"))
     return 1 if bad else 0
 

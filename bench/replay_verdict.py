@@ -111,9 +111,8 @@ def attribute(p: Province, received: List[dict]) -> Dict[str, Counter]:
         for inc in p.incidents:
             if inc.covers(commune, n["sim"], SLACK) and (owner is None or owner.commune is None):
                 owner = inc
-        out[owner.key if owner else "unexpected"][(alertname, n["receiver"], n["status"])] += 1
-        if owner is None:
-            n.setdefault("why", "no incident covers it")
+        n["incident"] = owner.key if owner else "unexpected"
+        out[n["incident"]][(alertname, n["receiver"], n["status"])] += 1
     return out
 
 
