@@ -125,10 +125,10 @@ def replay(p: Province, work: Path, factor: float, min_group_wait: float = am.MI
     fired = [(name, ep) for name, eps in found.items() for ep in eps]
     log(f"{len(fired)} firing episodes: " + ", ".join(f"{k} {v}" for k, v in
                                                      sorted(Counter(n for n, _ in fired).items())))
-    return drive(p, work, factor, alerts, fired, min_group_wait)
+    return drive(p, work, factor, fired, min_group_wait)
 
 
-def drive(p: Province, work: Path, factor: float, rules, fired, min_group_wait: float) -> Dict[str, object]:
+def drive(p: Province, work: Path, factor: float, fired, min_group_wait: float) -> Dict[str, object]:
     clock = am.Clock(p.start, factor)
     hook = am.Counter(clock)
     config = am.compressed_config(ALERTMANAGER_YML, hook.url, factor, min_group_wait)
@@ -155,10 +155,8 @@ def drive(p: Province, work: Path, factor: float, rules, fired, min_group_wait: 
                       work / "alertmanager.log")
     try:
         proc.wait_http(f"{url}/-/ready")
-        driver = am.Driver(url, am.Clock(p.start, factor))
-        clock.wall_origin = driver.clock.wall_origin = time.time() + 2.0  # start the month 2 s from now
-        hook.clock = clock
-        driver.clock = clock
+        clock.wall_origin = time.time() + 2.0  # the month starts 2 s from now
+        driver = am.Driver(url, clock)
         events = []
         for name, ep in fired:
             ann = {"summary": f"{name} {ep.labels.get('commune', '')} {ep.labels.get('agent', '')}".strip()}

@@ -73,10 +73,8 @@ class Expectation:
 
     def escalation(self, out: Counter, labels: Dict[str, str], fired: float, ended: float) -> None:
         if ended - fired > ESCALATE_FOR:
-            esc = {k: v for k, v in labels.items() if k != "alertname"}
-            esc.update(alertname="CriticalAlertUnresolved", escalated_alertname=labels["alertname"])
-            esc.pop("scope", None)  # CriticalAlertUnresolved sets severity only; scope comes with the alert
-            esc["scope"] = labels["scope"]
+            # CriticalAlertUnresolved keeps the escalated alert's labels (scope too) and its name
+            esc = {**labels, "alertname": "CriticalAlertUnresolved", "escalated_alertname": labels["alertname"]}
             self.notified(out, esc, fired + ESCALATE_FOR, ended)
 
 

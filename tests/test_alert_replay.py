@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import subprocess
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import yaml
