@@ -73,10 +73,11 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def replay(p: Province, work: Path, factor: float, min_group_wait: float = am.MIN_GROUP_WAIT) -> Dict[str, object]:
+def replay(p: Province, work: Path, factor: float, min_group_wait: float = am.MIN_GROUP_WAIT,
+           rules_dir: Path = RULES) -> Dict[str, object]:
     """The whole replay; returns expected and counted notifications per incident and figures."""
     interval = float(parse_duration(yaml.safe_load(PROMETHEUS_YML.read_text())["global"]["evaluation_interval"]))
-    alerts, records = rr.load_rules(RULES, interval)
+    alerts, records = rr.load_rules(rules_dir, interval)
     first_pass = [a for a in alerts if "ALERTS" not in a.expr]
     second_pass = [a for a in alerts if "ALERTS" in a.expr]
 
@@ -201,13 +202,14 @@ def main(argv=None) -> int:
                     help="simulated seconds per wall second (4320: a day in 20 s)")
     ap.add_argument("--min-group-wait", type=float, default=am.MIN_GROUP_WAIT,
                     help="floor of the compressed group_wait, wall seconds (default 0.25; 0: plain scaling)")
+    ap.add_argument("--rules", type=Path, default=RULES, help="rule directory (default: collector/rules)")
     ap.add_argument("--keep", help="work directory to keep (default: a temporary one, removed)")
     args = ap.parse_args(argv)
     p = province(load_calendar(), dt.date.fromisoformat(args.start), args.days, args.communes)
     with tempfile.TemporaryDirectory(prefix="alert-replay-") as tmp:
         work = Path(args.keep or tmp)
         work.mkdir(parents=True, exist_ok=True)
-        result = replay(p, work, args.compression, args.min_group_wait)
+        result = replay(p, work, args.compression, args.min_group_wait, args.rules)
     lines, bad = table(p, result["expected"], result["counted"])
     route = result["config"]["route"]
     print(f"Alert replay {p.first} + {p.days} days, {len(p.communes)} communes x 3 PCs, run "
