@@ -69,6 +69,10 @@ class Prometheus:
             self.proc = None
 
 
+def walk_routes(route: dict) -> List[dict]:
+    return [route] + [r for child in route.get("routes", []) for r in walk_routes(child)]
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -146,7 +150,9 @@ def drive(p: Province, work: Path, factor: float, fired, min_group_wait: float) 
         return cache[key]
 
     resolved = {r["name"]: r["webhook_configs"][0]["send_resolved"] for r in config["receivers"]}
-    expect = Expectation(routes, resolved, repeat)
+    waits = [float(parse_duration(r["group_wait"])) * factor for r in walk_routes(config["route"]) if "group_wait" in r]
+    expect = Expectation(routes, resolved, repeat, max(waits),
+                         float(parse_duration(shipped["route"]["group_interval"])))
     expected = {inc.key: expect.incident(p, inc) for inc in p.incidents}
 
     port = am.free_port()

@@ -31,19 +31,29 @@ Key = Tuple[str, str, str]  # (alertname, receiver, status)
 
 
 class Expectation:
+    """``first_delay``: the longest group_wait (simulated seconds) before a first notification;
+    ``group_interval``: a repeat goes out at the first flush after repeat_interval, so each one
+    may come up to that much later. An episode whose count of repeats these leave ambiguous is
+    refused (move the incident) rather than counted either way."""
+
     def __init__(self, routes: Callable[[Dict[str, str]], List[str]], resolved: Dict[str, bool],
-                 repeat_interval: float, margin: float = 900.0):
-        self.routes, self.resolved, self.repeat, self.margin = routes, resolved, repeat_interval, margin
+                 repeat_interval: float, first_delay: float, group_interval: float, jitter: float = 300.0):
+        self.routes, self.resolved, self.repeat = routes, resolved, repeat_interval
+        self.first_delay, self.group_interval, self.jitter = first_delay, group_interval, jitter
+
+    def repeats(self, name: str, fired: float, ended: float) -> int:
+        most = int((ended + self.jitter - fired) // self.repeat)
+        least = int(max(0.0, ended - self.jitter - fired - self.first_delay) // (self.repeat + self.group_interval))
+        if most != least:
+            raise ValueError(f"{name} fires {(ended - fired) / 3600:.2f} h: {least} or {most} repeats depending on "
+                             "Alertmanager's flush times; move the incident for an unambiguous count")
+        return most
 
     def notified(self, out: Counter, labels: Dict[str, str], fired: float, ended: float) -> None:
         """One firing episode: first notification, repeats, resolution, per receiver."""
-        length = ended - fired
-        phase = length % self.repeat
-        if phase < self.margin or phase > self.repeat - self.margin:
-            raise ValueError(f"{labels['alertname']} fires {length / 3600:.2f} h: too close to a multiple of "
-                             f"repeat_interval for an unambiguous count; move the incident")
+        repeats = self.repeats(labels["alertname"], fired, ended)
         for receiver in self.routes(labels):
-            out[(labels["alertname"], receiver, "firing")] += 1 + int(length // self.repeat)
+            out[(labels["alertname"], receiver, "firing")] += 1 + repeats
             if self.resolved.get(receiver):
                 out[(labels["alertname"], receiver, "resolved")] += 1
 

@@ -85,6 +85,20 @@ def test_compressed_config_keeps_routes_and_scales_timings(tmp_path):
                                         "scope": "device"})) == ["email", "webhook"]
 
 
+def test_expectation_counts_repeats_and_refuses_an_ambiguous_episode():
+    from bench.replay_verdict import Expectation
+
+    e = Expectation(lambda labels: ["a", "b"], {"a": True, "b": False}, 4 * 3600, first_delay=1080,
+                    group_interval=300)
+    out = Counter()
+    e.notified(out, {"alertname": "X"}, 0, 10.5 * 3600)  # repeats at 4 h and 8 h
+    assert out == Counter({("X", "a", "firing"): 3, ("X", "b", "firing"): 3, ("X", "a", "resolved"): 1})
+    assert e.repeats("X", 0, 2 * 3600) == 0
+    # 4 h 10 min: the repeat may or may not go out before the resolution
+    with pytest.raises(ValueError, match="move the incident"):
+        e.repeats("X", 0, 4 * 3600 + 600)
+
+
 def per_receiver(alertname, receivers, firing, resolved) -> Counter:
     out = Counter()
     for r in receivers:
