@@ -37,10 +37,11 @@ sys.path.insert(0, str(REPO))
 
 import yaml  # noqa: E402
 
-from agent.schema import parse_duration  # noqa: E402
+from contract.schema import parse_duration  # noqa: E402
 from bench import replay_am as am  # noqa: E402
 from bench import replay_rules as rr  # noqa: E402
 from bench.replay_month import Province, province  # noqa: E402
+from lab.procs import Proc, free_port  # noqa: E402
 from bench.replay_verdict import Expectation, attribute, table  # noqa: E402
 from collector.calendar import load_calendar  # noqa: E402
 
@@ -53,11 +54,11 @@ class Prometheus:
     def __init__(self, work: Path):
         self.work, self.data, self.proc = work, work / "prom-data", None
         (work / "prometheus.yml").write_text("global: {scrape_interval: 1m}\n", encoding="utf-8")
-        self.port = am.free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        self.proc = am.Process(["prometheus", f"--config.file={self.work / 'prometheus.yml'}",
+        self.proc = Proc(["prometheus", f"--config.file={self.work / 'prometheus.yml'}",
                                 f"--storage.tsdb.path={self.data}", f"--web.listen-address=127.0.0.1:{self.port}",
                                 "--storage.tsdb.retention.time=100y", "--query.max-samples=200000000"],
                                self.work / "prometheus.log")
@@ -155,9 +156,9 @@ def drive(p: Province, work: Path, factor: float, fired, min_group_wait: float) 
                          float(parse_duration(shipped["route"]["group_interval"])))
     expected = {inc.key: expect.incident(p, inc) for inc in p.incidents}
 
-    port = am.free_port()
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
-    proc = am.Process(["prometheus-alertmanager", f"--config.file={am_yml}", f"--storage.path={work / 'am-data'}",
+    proc = Proc(["prometheus-alertmanager", f"--config.file={am_yml}", f"--storage.path={work / 'am-data'}",
                        f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", "--log.level=warn"],
                       work / "alertmanager.log")
     try:

@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 
 import yaml  # noqa: E402
 
-from agent import remote_write  # noqa: E402
+from contract import remote_write  # noqa: E402
 from bench.fleet_procs import VENV_BIN, Proc, start_snmpsim, stop_all  # noqa: E402
 from bench.procstat import free_port  # noqa: E402
 

@@ -1,89 +1,28 @@
 """Real processes for the fleet bench (bench/fleet_sim.py, bench/fleet_capture.py): the stores, the
-collector replicas, the balancer, vmalert, snmpsim, each on a free loopback port with its own
-directory, always stopped. Kept inside bench/ (benchmarks do not import the tests)."""
+collector replicas, the balancer, vmalert, snmpsim as the fleet bench configures them, each on a
+free loopback port with its own directory, always stopped (processes: :mod:`lab.procs`)."""
 from __future__ import annotations
 
 import contextlib
 import os
 import shutil
-import signal
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import yaml
 
-from bench.procstat import free_port, proc_cpu_seconds, proc_rss_mb  # noqa: F401  (re-exported)
+from bench.procstat import proc_cpu_seconds, proc_rss_mb
+from lab.procs import VENV_BIN, Proc, free_port, http_get, need_binary, wait_until
 
-VENV_BIN = Path(sys.executable).parent
+__all__ = ["Proc", "free_port", "http_get", "wait_until", "need", "proc_cpu_seconds", "proc_rss_mb"]
+
 
 
 def need(name: str) -> str:
+    """A program on PATH, or a console script of this venv (commune-collector, snmpsim)."""
     path = shutil.which(name) or (str(VENV_BIN / name) if (VENV_BIN / name).exists() else None)
-    if not path:
-        raise SystemExit(f"{name} is not installed (tests/run.sh installs it)")
-    return path
-
-
-def http_get(url: str, timeout: float = 10.0) -> bytes:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
-        return resp.read()
-
-
-def wait_until(check: Callable[[], object], timeout: float = 30.0, interval: float = 0.1, what: str = "it"):
-    deadline = time.monotonic() + timeout
-    last: Optional[BaseException] = None
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-            if result:
-                return result
-        except Exception as exc:  # not up yet
-            last = exc
-        time.sleep(interval)
-    raise RuntimeError(f"timed out after {timeout}s waiting for {what}" + (f" ({last})" if last else ""))
-
-
-class Proc:
-    """A process in its own session; ``stop()`` ends its process group (TERM, then KILL)."""
-
-    def __init__(self, args: Sequence[str], log_path: Path, env: Optional[dict] = None):
-        self.args = [str(a) for a in args]
-        self.log_path = Path(log_path)
-        self._log = open(self.log_path, "ab")
-        self.popen = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                      env=env, start_new_session=True)
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    def log(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def wait_http(self, url: str, timeout: float = 30.0) -> None:
-        def ready():
-            if self.popen.poll() is not None:
-                raise SystemExit(f"{self.args[0]} exited {self.popen.returncode}:\n{self.log()[-2000:]}")
-            with contextlib.suppress(Exception):
-                return http_get(url, timeout=2) is not None
-        wait_until(ready, timeout, what=url)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.popen.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait(5)
-        self._log.close()
+    return path or need_binary(name)
 
 
 def _started(proc: Proc, url: str, ready: str) -> Tuple[Proc, str]:

@@ -8,7 +8,7 @@ own signed token (collector.credentials, minted with the replicas' key file as t
 does). The first PC of each commune is its site poller and also carries its printers, routers and
 UPSes, each renamed (``target``, ``address``). A PC sends one 2-minute batch at a time, packed into
 requests of at most 2,000 samples (push.max_samples_per_request), snappy remote-write encoded as
-agent/remote_write.py does, at its own phase in the 2 minutes (jitter), through haproxy to
+contract/remote_write.py does, at its own phase in the 2 minutes (jitter), through haproxy to
 ``--replicas`` ``commune-collector serve`` replicas into one VictoriaMetrics single-node.
 
 Time is compressed by ``--speedup`` K: a PC's consecutive 2-minute batches (timestamps 2 minutes
@@ -40,7 +40,7 @@ from typing import Dict, List, Optional, Tuple
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from agent import remote_write  # noqa: E402
+from contract import remote_write  # noqa: E402
 from bench import fleet_procs as fp  # noqa: E402
 from bench.fleet_stack import Stack  # noqa: E402,F401  (tests and fleet_rules take it from here)
 from collector.credentials import KeyRing  # noqa: E402

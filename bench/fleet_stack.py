@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from agent import remote_write
+from contract import remote_write
 from bench import fleet_procs as fp
 from collector.credentials import KeyRing, create_key
 

@@ -20,8 +20,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -33,7 +31,7 @@ from typing import Dict, List
 
 import yaml
 
-from agent.schema import parse_duration
+from contract.schema import parse_duration
 
 TIMINGS = ("group_wait", "group_interval", "repeat_interval")
 
@@ -54,12 +52,6 @@ class Clock:
         delay = self.wall(sim) - time.time()
         if delay > 0:
             time.sleep(delay)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def scaled(seconds: float, factor: float) -> str:
@@ -149,38 +141,6 @@ class Counter:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-class Process:
-    """A real process, stopped (by its own pid) when the bench ends."""
-
-    def __init__(self, args: List[str], log: Path):
-        self.log = open(log, "wb")
-        self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def wait_http(self, url: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.proc.args[0]} exited with {self.proc.returncode}: see {self.log.name}")
-            try:
-                with urllib.request.urlopen(url, timeout=2) as resp:
-                    if resp.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"{url} not ready after {timeout}s")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
 
 
 def iso(wall: float) -> str:

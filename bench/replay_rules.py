@@ -26,7 +26,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
-from agent.schema import parse_duration
+from contract.schema import parse_duration
 
 MAX_POINTS = 10_000  # query_range allows 11,000 points per series
 

@@ -10,7 +10,7 @@ import urllib.parse
 
 import pytest
 
-from agent import remote_write
+from contract import remote_write
 from bench.fleet_sim import KINDS, Shape, Stack, Templates, _label_bytes, batch_bodies, build_fleet, run_fleet, sim_t0_ms
 from tests.support import http_get, need_binary, wait_until
 
