@@ -23,8 +23,8 @@ from __future__ import annotations
 import functools
 from typing import NamedTuple
 
-from contract.remote_write import (IDENTITY_LABELS, LABEL_NAME_RE, METRIC_NAME_RE, RemoteWriteError, compress,
-                                decompress, message_classes, varint)
+from contract.remote_write import (IDENTITY_LABELS, RemoteWriteError, check_series, compress, decompress,
+                                   message_classes, varint)
 
 # Label sets of (commune, agent, labels sent) already checked against the limits in force, with
 # their stamped labels serialized: agents send the same series every collection, so each is
@@ -35,10 +35,6 @@ SERIES_CACHE_BYTES = 64 * 2**20
 _ENTRY_OVERHEAD = 200   # dict slot, tuple and bytes object headers of one entry
 _cached_bytes = 0
 _series_checked: dict = {}
-# Valid metric and label names seen before (checked by length first): at most this many, of at
-# most _NAME_CACHE_LENGTH characters each.
-_CACHE_MAX = 50_000
-_NAME_CACHE_LENGTH = 200
 _TIMESERIES_TAG = b"\x0a"  # WriteRequest field 1 (timeseries), length-delimited
 _SHORT_VARINTS = [bytes([n]) for n in range(128)]
 
@@ -93,30 +89,9 @@ def join(parts) -> bytes:
     return compress(b"".join(parts)) if parts else b""
 
 
-def _name_ok(name: str, regex, seen: set) -> bool:
-    """A valid metric or label name (its length already checked); short valid names are remembered."""
-    if name in seen:
-        return True
-    if not regex.fullmatch(name):
-        return False
-    if len(name) <= _NAME_CACHE_LENGTH and len(seen) < _CACHE_MAX:
-        seen.add(name)
-    return True
-
-
+# Valid metric and label names seen before (bounded by contract.remote_write.check_series).
 _valid_metric: set = set()
 _valid_label: set = set()
-
-
-def snappy_announced_length(body: bytes):
-    """The uncompressed length a snappy block announces in its varint preamble (None if absent)."""
-    result = shift = 0
-    for byte in body[:5]:
-        result |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return result
-        shift += 7
-    return None
 
 
 @functools.lru_cache(maxsize=None)
@@ -259,7 +234,7 @@ def rewrite(body: bytes, limits, commune: str, agent: str, now_ms: int) -> Resul
                     seen.append(None)  # no template of a request with a series refused for its labels
                     raw_labels = tuple(lts.labels)
                     pairs = _decode_labels(raw_labels, i, 4 * (max_value + max_name) + 16)  # UTF-8: 4 bytes a character at most
-                    _check_series(pairs, i, max_labels, max_name, max_value)
+                    check_series(pairs, i, max_labels, max_name, max_value, _valid_metric, _valid_label)
                     labels = seen[-1] = _stamped_labels(pairs, commune, agent)
                     size = entry_bytes(key, labels)
                     if _cached_bytes + size > SERIES_CACHE_BYTES:  # full: start again
@@ -343,40 +318,6 @@ def _metric(pairs) -> str:
         if name == "__name__":
             return value
     return ""
-
-
-def _check_series(pairs, i: int, max_labels: int, max_name: int, max_value: int) -> None:
-    """Lengths first, so that nothing over a limit is ever remembered as a valid name."""
-    metric = _metric(pairs)
-    where = f"series {i}" + (f" ({metric[:80]})" if metric else "")
-    if not metric:
-        raise RemoteWriteError(f"{where}: no __name__ label")
-    own = 0
-    for name, value in pairs:
-        if len(name) > max_name:
-            raise LimitError(400, f"{where}: label name {name[:40]!r}... is {len(name)} characters, over "
-                                  f"limits.max_label_name_length ({max_name})")
-        if len(value) > max_value:
-            raise LimitError(400, f"{where}: value of label {name!r} is {len(value)} characters, over "
-                                  f"limits.max_label_value_length ({max_value})")
-        if name not in IDENTITY_LABELS:
-            own += 1
-    if own > max_labels:
-        raise LimitError(400, f"{where}: {own} labels, over limits.max_labels_per_series ({max_labels})")
-    if not _name_ok(metric, METRIC_NAME_RE, _valid_metric):
-        raise RemoteWriteError(f"{where}: invalid metric name {metric!r}")
-    prev = None
-    for name, value in pairs:
-        if not _name_ok(name, LABEL_NAME_RE, _valid_label):
-            raise RemoteWriteError(f"{where}: invalid label name {name!r}")
-        if value == "":
-            raise RemoteWriteError(f"{where}: label {name!r} has an empty value")
-        if prev is not None:
-            if name == prev:
-                raise RemoteWriteError(f"{where}: duplicate label {name!r}")
-            if name < prev:
-                raise RemoteWriteError(f"{where}: labels are not sorted by name ({name!r} after {prev!r})")
-        prev = name
 
 
 def _stamped_labels(pairs, commune: str, agent: str) -> bytes:

@@ -15,8 +15,8 @@ from typing import Dict, List, Optional
 import aiohttp
 from aiohttp import web
 
-from contract.remote_write import AGENT_TIME_HEADER, RemoteWriteError
-from collector.ingest import LimitError, rewrite, snappy_announced_length
+from contract.remote_write import AGENT_TIME_HEADER, RemoteWriteError, snappy_length
+from collector.ingest import LimitError, rewrite
 from collector.state import StateError
 
 log = logging.getLogger("collector")
@@ -113,7 +113,7 @@ class WritePath:
         if isinstance(body, web.Response):
             return body
         self.stats.received_bytes += len(body)
-        announced = snappy_announced_length(body)
+        announced = snappy_length(body)
         if announced is not None and announced > limits.max_decoded_size:
             return self._text(413, f"decoded body would be {announced} bytes, over limits.max_decoded_size "
                                    f"({limits.max_decoded_size})", "body_too_large")

@@ -24,8 +24,8 @@ import cramjam
 # Valid names: the one definition in contract/names.py (re-exported here for the collector).
 from contract.names import LABEL_NAME_RE, METRIC_NAME_RE
 
-__all__ = ["HEADERS", "AGENT_TIME_HEADER", "RemoteWriteError", "encode", "decode", "serialize", "check_labels", "compress", "decompress",
-           "WriteRequest", "PROTO_FILE"]
+__all__ = ["HEADERS", "AGENT_TIME_HEADER", "RemoteWriteError", "LimitExceeded", "encode", "decode", "serialize",
+           "check_labels", "check_series", "snappy_length", "compress", "decompress", "PROTO_FILE"]
 
 PROTO_FILE = __file__.rsplit(".", 1)[0] + ".proto"
 PACKAGE = "commune.remotewrite"
@@ -107,7 +107,10 @@ def compress(raw: bytes) -> bytes:
 
 def decompress(body: bytes, max_bytes: Optional[int] = None) -> bytes:
     """Undo :func:`compress`; refuses (before inflating) a body that would exceed ``max_bytes``."""
-    length = _snappy_length(body)
+    length = snappy_length(body)
+    if length is None:
+        raise RemoteWriteError("body is not snappy block format: missing or bad length preamble"
+                               if body else "body is empty")
     if max_bytes is not None and length > max_bytes:
         raise RemoteWriteError(f"decoded body would be {length} bytes, over the limit of {max_bytes}")
     try:
@@ -116,22 +119,22 @@ def decompress(body: bytes, max_bytes: Optional[int] = None) -> bytes:
         raise RemoteWriteError(f"body is not snappy block format: {exc}") from None
 
 
-def _snappy_length(body: bytes) -> int:
-    """The uncompressed length a snappy block announces (a little-endian base-128 varint)."""
+def snappy_length(body: bytes) -> Optional[int]:
+    """The uncompressed length a snappy block announces in its preamble (a little-endian base-128
+    varint), before anything is inflated; None when the preamble is missing or bad."""
     result = shift = 0
-    for i, byte in enumerate(body[:5]):
+    for byte in body[:5]:
         result |= (byte & 0x7F) << shift
         if not byte & 0x80:
             return result
         shift += 7
-    raise RemoteWriteError("body is not snappy block format: missing or bad length preamble"
-                           if body else "body is empty")
+    return None
 
 
 def check_labels(labels: Mapping[str, str]) -> None:
     """Raise :class:`RemoteWriteError` if a series with these labels would be refused
     (empty values are left out first, as :func:`serialize` does)."""
-    _check_labels(sorted((k, v) for k, v in labels.items() if v != ""), 0)
+    check_series(sorted((k, v) for k, v in labels.items() if v != ""), 0)
 
 
 def serialize(series: Iterable[Series]) -> bytes:
@@ -144,7 +147,7 @@ def serialize(series: Iterable[Series]) -> bytes:
     out = []
     for i, (labels, samples) in enumerate(series):
         pairs = sorted((k, v) for k, v in labels.items() if v != "")
-        _check_labels(pairs, i)
+        check_series(pairs, i)
         if not samples:
             raise RemoteWriteError(f"series {i} ({labels.get('__name__')}): no samples")
         try:
@@ -215,7 +218,7 @@ def decode(body: bytes, max_decoded_bytes: Optional[int] = None) -> List[Tuple[d
     out = []
     for i, ts in enumerate(req.timeseries):
         pairs = [(lab.name, lab.value) for lab in ts.labels]
-        _check_labels(pairs, i, limits=False)  # the receiver's limits are its own
+        check_series(pairs, i, None, None, None)  # the receiver's limits are its own
         name = dict(pairs)["__name__"]
         samples = [(s.value, s.timestamp) for s in ts.samples]
         if not samples:
@@ -228,29 +231,64 @@ def decode(body: bytes, max_decoded_bytes: Optional[int] = None) -> List[Tuple[d
     return out
 
 
-def _check_labels(pairs: Sequence[Tuple[str, str]], i: int, limits: bool = True) -> None:
-    names = [n for n, _ in pairs]
-    metric = dict(pairs).get("__name__")
-    where = f"series {i}" + (f" ({metric})" if metric else "")
+class LimitExceeded(RemoteWriteError):
+    """A series that is valid Prometheus data but over a receiver's limits."""
+
+
+def _name_ok(name: str, regex, known: Optional[set]) -> bool:
+    """A valid metric or label name (its length already checked); short valid names are remembered
+    in ``known`` (at most _KNOWN_MAX of at most _KNOWN_LENGTH characters)."""
+    if known is not None and name in known:
+        return True
+    if not regex.fullmatch(name):
+        return False
+    if known is not None and len(name) <= _KNOWN_LENGTH and len(known) < _KNOWN_MAX:
+        known.add(name)
+    return True
+
+
+_KNOWN_MAX = 50_000
+_KNOWN_LENGTH = 200
+
+
+def check_series(pairs: Sequence[Tuple[str, str]], i: int, max_labels: Optional[int] = MAX_LABELS_PER_SERIES,
+                 max_name: Optional[int] = MAX_LABEL_NAME_LENGTH, max_value: Optional[int] = MAX_LABEL_VALUE_LENGTH,
+                 known_metrics: Optional[set] = None, known_labels: Optional[set] = None) -> None:
+    """The one check of a series' labels (``[(name, value), ...]`` as sent), for the agent's
+    encoder, :func:`decode` and the collector's ingest alike.
+
+    Limits first (``None``: no limit), so that nothing over a limit is ever remembered as a valid
+    name: raises :class:`LimitExceeded`. Then ``__name__`` present and valid, label names valid,
+    sorted and unique, no empty value: raises :class:`RemoteWriteError`. ``known_*``: sets of names
+    found valid before (the collector keeps them: agents send the same few hundred names).
+    """
+    metric = next((v for n, v in pairs if n == "__name__"), None)
+    where = f"series {i}" + (f" ({metric[:80]})" if metric else "")
     if not metric:
         raise RemoteWriteError(f"{where}: no __name__ label")
-    if not METRIC_NAME_RE.fullmatch(metric):
+    own = 0
+    for name, value in pairs:
+        if max_name is not None and len(name) > max_name:
+            raise LimitExceeded(f"{where}: label name {name[:40]!r}... is {len(name)} characters, over "
+                                f"limits.max_label_name_length ({max_name})")
+        if max_value is not None and len(value) > max_value:
+            raise LimitExceeded(f"{where}: value of label {name!r} is {len(value)} characters, over "
+                                f"limits.max_label_value_length ({max_value})")
+        if name not in IDENTITY_LABELS:
+            own += 1
+    if max_labels is not None and own > max_labels:
+        raise LimitExceeded(f"{where}: {own} labels, over limits.max_labels_per_series ({max_labels})")
+    if not _name_ok(metric, METRIC_NAME_RE, known_metrics):
         raise RemoteWriteError(f"{where}: invalid metric name {metric!r}")
-    for j, (name, value) in enumerate(pairs):
-        if not LABEL_NAME_RE.fullmatch(name):
+    prev = None
+    for name, value in pairs:
+        if not _name_ok(name, LABEL_NAME_RE, known_labels):
             raise RemoteWriteError(f"{where}: invalid label name {name!r}")
         if value == "":
             raise RemoteWriteError(f"{where}: label {name!r} has an empty value")
-        if j and name == names[j - 1]:
-            raise RemoteWriteError(f"{where}: duplicate label {name!r}")
-        if j and name < names[j - 1]:
-            raise RemoteWriteError(f"{where}: labels are not sorted by name ({name!r} after {names[j - 1]!r})")
-        if limits and len(name) > MAX_LABEL_NAME_LENGTH:
-            raise RemoteWriteError(f"{where}: label name {name[:40]!r}... is {len(name)} characters, over "
-                                   f"the collector's limit of {MAX_LABEL_NAME_LENGTH}")
-        if limits and len(value) > MAX_LABEL_VALUE_LENGTH:
-            raise RemoteWriteError(f"{where}: value of label {name!r} is {len(value)} characters, over "
-                                   f"the collector's limit of {MAX_LABEL_VALUE_LENGTH}")
-    own = sum(1 for n in names if n not in IDENTITY_LABELS)
-    if limits and own > MAX_LABELS_PER_SERIES:
-        raise RemoteWriteError(f"{where}: {own} labels, over the collector's limit of {MAX_LABELS_PER_SERIES}")
+        if prev is not None:
+            if name == prev:
+                raise RemoteWriteError(f"{where}: duplicate label {name!r}")
+            if name < prev:
+                raise RemoteWriteError(f"{where}: labels are not sorted by name ({name!r} after {prev!r})")
+        prev = name

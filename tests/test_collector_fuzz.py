@@ -141,7 +141,7 @@ def _model_series(raw_series, i: int, limits):
     """One series as (labels, samples), or RemoteWriteError/LimitError if it can never be accepted."""
     from google.protobuf.message import DecodeError
 
-    from contract.remote_write import _check_labels, message_classes
+    from contract.remote_write import check_series, message_classes
 
     pairs = []
     for raw in raw_series.labels:
@@ -158,7 +158,7 @@ def _model_series(raw_series, i: int, limits):
         for name, value in pairs:
             if len(name) > limits.max_label_name_length or len(value) > limits.max_label_value_length:
                 raise LimitError(400, "length")
-    _check_labels(pairs, i, limits=False)
+    check_series(pairs, i, None, None, None)
     samples = [(s.value, s.timestamp) for s in raw_series.samples]
     if not samples or [t for _, t in samples] != sorted(t for _, t in samples):
         raise RemoteWriteError("samples")

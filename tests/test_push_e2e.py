@@ -322,4 +322,4 @@ def test_a_series_the_collector_would_refuse_is_left_out_alone_before_it_is_queu
     assert drops == [("rejected", 1)]
     assert sum(e.samples for e in entries) == 100
     assert sorted(int(labels["i"]) for e in entries for labels, _ in remote_write.decode(e.payload)) == list(range(100))
-    assert "value of label 'path' is 1103 characters, over the collector's limit of 1024" in caplog.text
+    assert "value of label 'path' is 1103 characters, over limits.max_label_value_length (1024)" in caplog.text
