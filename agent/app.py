@@ -27,8 +27,9 @@ class Agent:
         self.config = config
         # parts that are not inputs: each takes every batch (sink), runs beside the runner (run),
         # closes (close) and brings its own inputs (inputs)
+        self.by_section = {mod.NAME: self._build_at_start(mod.NAME) for mod in inputs.INPUTS}
+        config = self.config
         self.components = [c for c in (push.component(config), self.profiles) if c is not None]
-        self.by_section = {mod.NAME: inputs.build_section(mod.NAME, config) for mod in inputs.INPUTS}
         built = [SelfInput(config.agent.interval)] + [i for b in self.by_section.values() for i in b]
         built += [i for c in self.components for i in getattr(c, "inputs", ())]
         sinks = [c.sink for c in self.components if getattr(c, "sink", None)]
@@ -57,6 +58,24 @@ class Agent:
             log.info("stopped")
 
 
+    def _build_at_start(self, name: str) -> list:
+        """The inputs of one section at start. A section the central profile set that cannot be
+        built here (icmp targets without socket privileges, say) falls back to the agent's own file
+        for that section and is counted as an apply failure: a profile never stops an agent from
+        starting. A section of the agent's own file that cannot be built stops the start, as ever."""
+        try:
+            return inputs.build_section(name, self.config)
+        except Exception as exc:
+            local = self.profiles.local if self.profiles is not None else None
+            if local is None or getattr(local, name) == getattr(self.config, name):
+                raise
+            why = str(exc).replace("\n", "; ") or type(exc).__name__
+            log.error("profile: section %s cannot start as the profile sets it (%s); using the agent's own "
+                      "config for it", name, why)
+            self.profiles.apply_failures[name] += 1
+            setattr(self.config, name, getattr(local, name))
+            return inputs.build_section(name, self.config)
+
     async def apply(self, new) -> List[Tuple[str, str]]:
         """Rebuild the inputs of every managed section that ``new`` changes, while running; the
         sections that cannot be rebuilt keep their inputs and settings. [(section, why not)] for
@@ -66,21 +85,31 @@ class Agent:
         loop = asyncio.get_running_loop()
         done = []
         for name, section in changed_sections(self.config, new).items():
+            built = []
             try:
                 built = await loop.run_in_executor(None, inputs.build_section, name, new)
                 self.runner.replace(self.by_section[name], built)
             except Exception as exc:  # e.g. icmp without socket privileges; the old inputs keep running
+                _close_all(built)
                 done.append((name, str(exc).replace("\n", "; ") or type(exc).__name__))
                 continue
-            for old in self.by_section[name]:
-                close = getattr(old, "close", None)
-                if close is not None:
-                    close()
+            _close_all(self.by_section[name])
             self.by_section[name] = built
             setattr(self.config, name, section)
             log.info("profile: section %s applied (%s)", name, ", ".join(i.name for i in built) or "no inputs")
             done.append((name, ""))
         return done
+
+
+def _close_all(built: list) -> None:
+    """Close inputs that hold resources (an SNMP socket); a failing close is logged, not raised."""
+    for inp in built:
+        close = getattr(inp, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception as exc:
+                log.warning("closing input %s: %s", getattr(inp, "name", "?"), exc)
 
 
 def run_agent(config, listen_address: Optional[str] = None, stopper: Optional[Stopper] = None) -> int:

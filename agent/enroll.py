@@ -170,7 +170,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         write_token(path, answer["token"])
     except (OSError, RuntimeError) as exc:
         print(f"commune-agent enroll: enrolled, but the token could not be saved to {path}: {exc}; "
-              f"fix that and enroll again with a new key and --replace", file=sys.stderr)
+              f"fix that and enroll again with a new key, --agent-id {answer.get('agent', agent_id)} and --replace",
+              file=sys.stderr)
         return 1
     print(f"enrolled as agent {answer.get('agent', agent_id)!r} of commune {answer.get('commune', '?')!r}; "
           f"token saved to {path}")

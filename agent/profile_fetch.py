@@ -271,8 +271,13 @@ class Profiles:
                 self.client.abort()
                 await asyncio.gather(request, return_exceptions=True)
                 break
-            ok = await self._handle(*request.result())
-            await loop.run_in_executor(None, self.keep_saved)  # whatever the answer, the copy is the one running
+            try:
+                ok = await self._handle(*request.result())
+                await loop.run_in_executor(None, self.keep_saved)  # whatever the answer, the copy is the one running
+            except Exception as exc:  # a bug of ours, or a profile no check foresaw: keep what runs, try later
+                self.failures["invalid"] += 1
+                log.exception("profile: %s; keeping %s", exc, self._running())
+                ok = False
             if ok:
                 backoff.reset()
                 delay = interval * (0.9 + 0.2 * random.random())

@@ -172,7 +172,11 @@ class Push:
             self.queue.count_drop("queue_full", overflow)
         entries: List[Entry] = []
         for batch in batches:
-            entries.extend(encode_batch(batch, self.section.max_samples_per_request, self.queue.count_drop))
+            try:
+                entries.extend(encode_batch(batch, self.section.max_samples_per_request, self.queue.count_drop))
+            except Exception as exc:  # a bug of ours: count it and keep the writer (and every later batch)
+                self.queue.count_drop("rejected", len(batch.samples))
+                log.exception("input %s: batch of %d samples not queued: %s", batch.input, len(batch.samples), exc)
         self.queue.append(entries)
 
     # ------------------------------------------------------------ loops
@@ -284,7 +288,7 @@ def encode_batch(batch, max_samples: int, count_drop) -> list:
         good = []  # rare: an input bug; find the culprits one by one
         for one in chunk:
             try:
-                remote_write.check_labels(one[0])
+                remote_write.serialize([one])  # every check a receiver makes, and the encoding itself
                 good.append(one)
             except remote_write.RemoteWriteError as exc:
                 count_drop("rejected", 1)

@@ -165,7 +165,9 @@ class Runner:
     async def _loop(self, inp, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         next_at = loop.time()
-        while not stop.is_set():
+        # the identity check stops a loop whose input was replaced even if its cancel was lost
+        # (asyncio.wait_for may swallow a cancel that lands as its wait ends, before Python 3.12)
+        while not stop.is_set() and any(i is inp for i in self.inputs):
             await self.collect_once(inp)
             next_at += inp.interval
             now = loop.time()

@@ -117,6 +117,7 @@ def wire_bytes(tmp: Path, duration: float) -> dict:
         agent_port = free_port()
         acfg = {"agent": {"id": "pc-wire", "state_dir": str(tmp / "agent-state")},
                 "web": {"listen_address": f"127.0.0.1:{agent_port}"},
+                "profile": {"enabled": False},  # no profile fetches through the counting proxy
                 "push": {"enabled": True, "url": f"http://127.0.0.1:{push_proxy.port}/api/v1/write",
                          "bearer_token": token}}
         for name in (m.NAME for m in inputs.INPUTS):  # host and push as configured; others off (no targets here)

@@ -317,7 +317,7 @@ class Store:
             candidate = f"{agent[:59]}-{n}"  # at most 63 characters, as agent names are
             if candidate not in taken:
                 return candidate
-        raise NameTaken(f"agent {agent!r} of commune {commune!r}: {agent}-2 to {agent}-999 are all taken")
+        raise NameTaken(f"agent {agent!r} of commune {commune!r}: {agent[:59]}-2 to {agent[:59]}-999 are all taken")
 
 
 def _key_problem(found: Optional[dict], now: float) -> str:

@@ -105,6 +105,10 @@ def _convert(node: yaml.Node, path: str, lines: Dict[str, int], constructor: yam
         out: Dict[Any, Any] = {}
         for key_node, value_node in node.value:
             key = constructor.construct_object(key_node, deep=True)
+            if isinstance(key, (list, dict)):  # a complex key ("? [a, b]"): no config has one
+                bad.append(ConfigError(path, "expected a plain key, got a list or mapping as a key",
+                                       key_node.start_mark.line + 1))
+                continue
             child = join_path(path, key)
             if key in out:
                 raise yaml.constructor.ConstructorError(

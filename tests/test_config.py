@@ -165,3 +165,13 @@ def test_config_from_environment_and_empty_means_defaults(tmp_path):
     env["COMMUNE_AGENT_CONFIG"] = ""
     proc = subprocess.run(agent_command() + ["--config.check"], capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 0 and "config (defaults) is valid" in proc.stdout
+
+
+def test_a_complex_yaml_key_is_a_clear_error_not_a_crash():
+    """YAML allows a list as a key ("? [1, 2]"); a config never has one: a ConfigError with the
+    line, not a TypeError from deep inside the loader (a hand-edited saved profile had one)."""
+    from contract.schema import ConfigErrors, load_yaml
+
+    with pytest.raises(ConfigErrors) as exc:
+        load_yaml("host:\n  interval: 5s\n  ? [1, 2]\n  : 3\n", "agent.yaml")
+    assert [str(e) for e in exc.value.errors] == ["agent.yaml:3: host: expected a plain key, got a list or mapping as a key"]

@@ -365,15 +365,21 @@ def test_every_panel_query_has_data_from_the_real_pipeline(tmp_path):
             'commune_agent_target:printer_supply_time_left:seconds',
             'commune:device_rated_pages_time_left:seconds')),
             timeout=120, interval=1, what="two SNMP polls within a rate window, the counter-based factors and the forecasts")
-        end = time.time()
-
-        # Two factors count office hours only (07-17 Vietnam time, Monday to Friday): outside them
-        # a fresh pipeline has no data for them yet.
+        # Two factors count open office time only (the working calendar: shifts, not lunch, weekends
+        # or holidays): while the office has been closed for all of this run a fresh pipeline has no
+        # data for them; once it was open, they come at the end of a longer chain of rules (the
+        # collector's calendar, commune:calendar_open:bool, the office-hours signals): wait for them.
         exempt = dict(NOT_FEASIBLE)
-        if not [v for v in support.prom_query(prom_url, "global:office_hours:bool == 1")]:
-            for factor in ("cpu_saturation", "offline"):
+        office_factors = ("cpu_saturation", "offline")
+        if support.prom_query(prom_url, 'max_over_time(commune:calendar_open:bool{commune="09667"}[10m]) == 1'):
+            support.wait_until(lambda: all(support.prom_query(
+                prom_url, f'commune:device_replacement_factor:ratio{{factor="{f}"}}') for f in office_factors),
+                timeout=60, interval=1, what="the office-hours factors while the office is open")
+        else:
+            for factor in office_factors:
                 exempt[("replacement", "Devices to replace, worst first", factor_ref(factor))] = \
-                    f"{factor} factor counts office hours only; the test runs outside them"
+                    f"{factor} factor counts open office time only; the office was closed during the test"
+        end = time.time()
         results: Dict[Tuple[str, str, str], list] = {}
         empty = []
         for name, board in boards.items():
@@ -388,8 +394,14 @@ def test_every_panel_query_has_data_from_the_real_pipeline(tmp_path):
         if empty:
             raw = {q: support.prom_query(prom_url, q, end) for q in (
                 f"commune_printer_pages_total[{int(end - start) + 1}s]",
-                f"commune_snmp_if_in_octets_total{{if_index=\"2\"}}[{int(end - start) + 1}s]")}
-            raise AssertionError("queries without data:\n" + "\n".join(empty) + f"\n--- raw series ---\n{raw}"
+                f"commune_snmp_if_in_octets_total{{if_index=\"2\"}}[{int(end - start) + 1}s]",
+                "commune_calendar_open", "commune:calendar_open:bool",
+                "commune_agent:node_cpu_saturated_office_hours:bool", "commune_agent:device:info")}
+            rules = json.loads(support.http_get(prom_url + "/api/v1/rules"))["data"]["groups"]
+            broken = [(g["name"], r.get("name"), r.get("lastError")) for g in rules for r in g["rules"]
+                      if r.get("health") != "ok"]
+            raise AssertionError("queries without data:\n" + "\n".join(empty) + f"\n--- rules not ok ---\n{broken}"
+                                 + f"\n--- raw series ---\n{raw}"
                                  + "\n--- agent log ---\n" + agent.log()[-2000:])
 
         # The faults fed in show up where they should.

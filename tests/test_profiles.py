@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import yaml
 
 from agent import profile
 from agent.config import load_config, load_with_profile
@@ -316,3 +317,40 @@ def test_the_runner_replaces_inputs_while_running():
         await task
 
     asyncio.run(scenario())
+
+
+def test_a_profile_section_that_cannot_start_falls_back_to_the_local_one(tmp_path, monkeypatch):
+    """A valid profile whose inputs cannot be built on this PC (icmp targets without socket
+    privileges, say) never stops the agent from starting: that section runs as the agent's own file
+    has it, counted as an apply failure; a broken section of the agent's own file still stops it."""
+    import collections
+    import types
+
+    from agent import app as agent_app
+    from agent.config import load_config
+    from agent.inputs import probes
+
+    base = {"agent": {"state_dir": str(tmp_path / "state")}}
+    (tmp_path / "local.yaml").write_text(yaml.safe_dump(base))
+    (tmp_path / "profiled.yaml").write_text(yaml.safe_dump({**base, "probes": {
+        "modules": {"tcp": {"prober": "tcp"}}, "targets": [{"name": "svc", "module": "tcp", "address": "127.0.0.1:1"}]}}))
+    local, profiled = load_config(str(tmp_path / "local.yaml")), load_config(str(tmp_path / "profiled.yaml"))
+    real_build = probes.build
+
+    def build(section, config):
+        if section.targets:
+            raise RuntimeError("cannot open what the profile asks for here")
+        return real_build(section, config)
+
+    monkeypatch.setattr(probes, "build", build)
+    agent = agent_app.Agent.__new__(agent_app.Agent)
+    agent.config = profiled
+    agent.profiles = types.SimpleNamespace(local=local, apply_failures=collections.Counter())
+    assert agent._build_at_start("probes") == []
+    assert agent.config.probes == local.probes and agent.profiles.apply_failures["probes"] == 1
+
+    agent.config = load_config(str(tmp_path / "profiled.yaml"))
+    agent.profiles = types.SimpleNamespace(local=load_config(str(tmp_path / "profiled.yaml")),
+                                           apply_failures=collections.Counter())
+    with pytest.raises(RuntimeError, match="cannot open"):
+        agent._build_at_start("probes")

@@ -323,3 +323,19 @@ def test_a_series_the_collector_would_refuse_is_left_out_alone_before_it_is_queu
     assert sum(e.samples for e in entries) == 100
     assert sorted(int(labels["i"]) for e in entries for labels, _ in remote_write.decode(e.payload)) == list(range(100))
     assert "value of label 'path' is 1103 characters, over limits.max_label_value_length (1024)" in caplog.text
+
+
+def test_a_label_that_cannot_be_encoded_is_left_out_alone(caplog):
+    """A mount point psutil read with undecodable bytes (a surrogate escape) passes the name rules
+    but cannot be encoded: it is dropped as rejected, the other samples are queued, and the queue
+    writer keeps going (it once died on it and queued nothing more)."""
+    from agent.push import encode_batch
+    from contract import remote_write
+
+    drops = []
+    samples = [Sample("node_filesystem_avail_bytes", {"mountpoint": "/mnt/\udcff"}, 1.0),
+               Sample("node_load1", {}, 0.5)]
+    entries = encode_batch(Batch("host", 1_000, samples), 2000, lambda reason, n: drops.append((reason, n)))
+    assert drops == [("rejected", 1)]
+    assert [labels["__name__"] for e in entries for labels, _ in remote_write.decode(e.payload)] == ["node_load1"]
+    assert "not valid UTF-8" in caplog.text

@@ -115,7 +115,7 @@ def test_thirty_pcs_enroll_with_one_commune_key_and_register_their_machines(tmp_
 
         listed = subprocess.run(collector_command() + ["enroll-key", "list", "--state.dir", str(cstate)],
                                 capture_output=True, text=True, timeout=60)
-        assert f"{PCS}/{PCS}" in listed.stdout and "used up; last: pc-30" in listed.stdout
+        assert f"{PCS}/{PCS}" in listed.stdout and "used up; last: pc-" in listed.stdout  # enrolled 4 at a time
 
         # the 30 PCs run, push through the collector and describe their machines
         for config in configs[:PCS]:
