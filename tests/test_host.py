@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import subprocess
+import time
 import threading
 from collections import namedtuple
 from pathlib import Path
@@ -592,9 +593,11 @@ def test_real_psutil_on_this_machine():
     check_against_catalog(first)
     assert value(first, "node_memory_MemTotal_bytes") == psutil.virtual_memory().total
     assert value(first, "commune_host_cpus") == psutil.cpu_count()
-    sum(i * i for i in range(200_000))  # burn a little CPU so the counters move
-    second = inp.collect()
     busy = lambda ss: sum(s.value for s in ss if s.name == "node_cpu_seconds_total" and s.labels["mode"] != "idle")
+    second, deadline = first, time.monotonic() + 10
+    while busy(second) <= busy(first) and time.monotonic() < deadline:  # the counters tick in 10 ms
+        sum(i * i for i in range(200_000))  # burn a little CPU so the counters move
+        second = inp.collect()
     assert busy(second) > busy(first)
     assert value(second, "node_boot_time_seconds") == pytest.approx(psutil.boot_time(), abs=1)
 
